@@ -1,0 +1,45 @@
+"""capslib: Capsule Networks with dynamic routing (Sabour, Frosst & Hinton 2017, arXiv 1710.09829).
+
+Shape vocabulary, used in every docstring and shape comment of this package:
+
+=========  ==============================================================
+``B``      batch size
+``C,H,W``  image channels, height, width (1, 28, 28 for MNIST)
+``N_in``   input capsules of a routing layer (1152 = 32 types x 6 x 6 for MNIST)
+``N_out``  output capsules (10 digit capsules)
+``D_in``   input capsule dimension (8)
+``D_out``  output capsule dimension (16)
+``R``      routing iterations (3)
+=========  ==============================================================
+
+Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1), ``layers``
+(PrimaryCaps, RoutingCaps, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data``
+(MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices).
+"""
+
+from .functional import margin_loss, reconstruction_loss, squash
+from .layers import Decoder, PrimaryCaps, RoutingCaps
+from .model import CapsNet, CapsNetOutput
+from .routing import RoutingResult, RoutingStep, dynamic_routing
+from .tracing import ShapeTable, trace_shapes
+from .utils import get_device, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapsNet",
+    "CapsNetOutput",
+    "Decoder",
+    "PrimaryCaps",
+    "RoutingCaps",
+    "RoutingResult",
+    "RoutingStep",
+    "ShapeTable",
+    "dynamic_routing",
+    "get_device",
+    "margin_loss",
+    "reconstruction_loss",
+    "seed_everything",
+    "squash",
+    "trace_shapes",
+]

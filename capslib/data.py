@@ -1,0 +1,275 @@
+"""MNIST and Fashion-MNIST as torch datasets, found on disk, plus the paper's shift augmentation.
+
+Where data is looked for:
+
+* MNIST: the four gzip files bundled in the repository's ``data/mnist/`` (checked against the
+  ``SHA256SUMS`` beside them), or ``$CAPSNET_DATA/mnist/`` when ``CAPSNET_DATA`` is set.
+* Fashion-MNIST: ``$CAPSNET_DATA/fashion-mnist/``, the repository's ``data/fashion-mnist/``, then
+  Debian's ``/usr/share/datasets/fashion-mnist/`` (package ``dataset-fashion-mnist``).
+
+torchvision reads uncompressed IDX files from ``<root>/MNIST/raw/``; the gzips are unpacked once,
+atomically, into ``<data dir>/cache/`` (git-ignored; ``~/.cache/capslib`` if that is read-only).
+Pass ``root=`` to use your own torchvision root instead, with ``download=True`` if you are online.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+__all__ = [
+    "DATA_ENV",
+    "DATASETS",
+    "DataNotFoundError",
+    "CorruptDataError",
+    "data_dir",
+    "load_dataset",
+    "mnist",
+    "fashion_mnist",
+    "random_shift",
+    "RandomShift",
+    "split_train_val",
+    "to_tensors",
+]
+
+DATA_ENV = "CAPSNET_DATA"
+"""Environment variable naming a data directory to use instead of the repository's ``data/``."""
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are not where capslib looked."""
+
+
+class CorruptDataError(ValueError):
+    """A dataset file does not match its recorded checksum."""
+
+
+def data_dir() -> Path:
+    """``$CAPSNET_DATA`` if set, else the repository's ``data/`` folder."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+def _cache_dir() -> Path:
+    cache = data_dir() / "cache"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=cache, delete=True)
+        probe.close()
+        return cache
+    except OSError:
+        fallback = Path.home() / ".cache" / "capslib"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_checksums(source: Path) -> None:
+    sums_file = source / "SHA256SUMS"
+    if not sums_file.exists():
+        return
+    for line in sums_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, name = line.split()
+        name = name.lstrip("*")
+        actual = _sha256(source / name)
+        if actual != expected:
+            raise CorruptDataError(
+                f"{source / name} is corrupt: its SHA-256 is {actual}, SHA256SUMS expects {expected}. "
+                "Restore it (git checkout -- data/ in the repository) or point CAPSNET_DATA at a good copy."
+            )
+
+
+def _unpack(source: Path, raw_dir: Path) -> None:
+    """Unpack ``source/<name>.gz`` into ``raw_dir/<name>``, each file written then renamed."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in IDX_FILES if not (raw_dir / name).exists()]
+    if not missing:
+        return
+    _verify_checksums(source)
+    for name in missing:
+        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, gzip.open(source / f"{name}.gz", "rb") as src:
+                shutil.copyfileobj(src, out)
+            os.replace(tmp, raw_dir / name)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _find_source(candidates: list[Path], what: str) -> Path:
+    for folder in candidates:
+        if all((folder / f"{name}.gz").exists() for name in IDX_FILES):
+            return folder
+    looked = "\n  ".join(str(c) for c in candidates)
+    raise DataNotFoundError(
+        f"{what} not found. capslib looked for the four IDX gzip files ({', '.join(n + '.gz' for n in IDX_FILES)}) in:\n"
+        f"  {looked}\n"
+        f"Put them in one of those folders, set {DATA_ENV} to a folder holding them in a sub-folder, or call "
+        "with root=<torchvision root> and download=True on a machine with internet access."
+    )
+
+
+def _default_transform():
+    from torchvision import transforms
+
+    return transforms.ToTensor()  # uint8 (H, W) -> float (1, H, W) in [0, 1]
+
+
+def mnist(train: bool = True, root: str | Path | None = None, download: bool = False, transform=None) -> Dataset:
+    """MNIST as a ``torchvision.datasets.MNIST`` (60,000 train / 10,000 test images).
+
+    Args:
+        train: the training set (True) or the test set.
+        root: a torchvision root holding ``MNIST/raw/``; None uses the bundled copy.
+        download: let torchvision download into ``root`` (needs internet; only with ``root``).
+        transform: applied to each PIL image; default ``ToTensor()`` -> ``(1, 28, 28)`` in [0, 1].
+            No augmentation here: the training loop shifts training batches itself.
+
+    Raises:
+        DataNotFoundError, CorruptDataError: with where it looked and what to do.
+    """
+    from torchvision import datasets
+
+    transform = transform if transform is not None else _default_transform()
+    if root is None:
+        source = _find_source([data_dir() / "mnist"], "MNIST")
+        root = _cache_dir()
+        _unpack(source, Path(root) / "MNIST" / "raw")
+    try:
+        return datasets.MNIST(str(root), train=train, download=download, transform=transform)
+    except RuntimeError as err:
+        raise DataNotFoundError(f"MNIST not found under {root}/MNIST/raw ({err}); pass download=True if online") from err
+
+
+def fashion_mnist(
+    train: bool = True, root: str | Path | None = None, download: bool = False, transform=None
+) -> Dataset:
+    """Fashion-MNIST as a ``torchvision.datasets.FashionMNIST``; same arguments as :func:`mnist`."""
+    from torchvision import datasets
+
+    transform = transform if transform is not None else _default_transform()
+    if root is None:
+        candidates = [data_dir() / "fashion-mnist", DEBIAN_FASHION_MNIST]
+        source = _find_source(candidates, "Fashion-MNIST (Debian package dataset-fashion-mnist)")
+        root = _cache_dir()
+        _unpack(source, Path(root) / "FashionMNIST" / "raw")
+    try:
+        return datasets.FashionMNIST(str(root), train=train, download=download, transform=transform)
+    except RuntimeError as err:
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found under {root}/FashionMNIST/raw ({err}); pass download=True if online"
+        ) from err
+
+
+DATASETS = {"mnist": mnist, "fashion-mnist": fashion_mnist}
+
+
+def load_dataset(name: str, train: bool = True, **kwargs) -> Dataset:
+    """``mnist`` or ``fashion-mnist`` by name; ``kwargs`` go to :func:`mnist`/:func:`fashion_mnist`."""
+    key = name.lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    return DATASETS[key](train=train, **kwargs)
+
+
+def split_train_val(dataset: Dataset, val_size: int = 5000) -> tuple[Subset, Subset]:
+    """Fixed split: the last ``val_size`` examples validate, the rest train (55,000/5,000 for MNIST)."""
+    n = len(dataset)
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size must be between 1 and {n - 1} for a dataset of {n}, got {val_size}")
+    return Subset(dataset, range(n - val_size)), Subset(dataset, range(n - val_size, n))
+
+
+def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a dataset as ``(images (N, C, H, W) float in [0, 1], labels (N,) int64)``.
+
+    Fast for torchvision's MNIST family (and ``Subset`` s of them), which keep every image in a
+    uint8 tensor ``.data``; any other dataset is read item by item.
+    """
+    indices = None
+    base = dataset
+    while isinstance(base, Subset):
+        idx = torch.as_tensor(list(base.indices), dtype=torch.long)
+        indices = idx if indices is None else idx[indices]
+        base = base.dataset
+    data, targets = getattr(base, "data", None), getattr(base, "targets", None)
+    if isinstance(data, torch.Tensor) and data.dtype == torch.uint8 and data.dim() == 3 and targets is not None:
+        images = data if indices is None else data[indices]
+        labels = torch.as_tensor(targets if indices is None else torch.as_tensor(targets)[indices])
+        return images.unsqueeze(1).float().div_(255.0), labels.long()  # (N, 1, H, W), (N,)
+    items = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([torch.as_tensor(img) for img, _ in items])
+    labels = torch.as_tensor([int(lbl) for _, lbl in items], dtype=torch.long)
+    return images.float(), labels
+
+
+def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The paper's augmentation: shift each image by up to ``max_shift`` pixels, zero padded.
+
+    Every image gets its own integer shift ``(dy, dx)`` drawn uniformly from
+    ``[-max_shift, max_shift]``. For TRAINING batches only; test images are never shifted.
+
+    Args:
+        images: ``(B, C, H, W)`` on any device.
+        max_shift: largest shift in pixels (2).
+        generator: optional CPU ``torch.Generator`` for reproducible shifts.
+
+    Returns:
+        ``(B, C, H, W)`` shifted copy.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"random_shift expects (B, C, H, W), got {tuple(images.shape)}")
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    if max_shift == 0:
+        return images.clone()
+    batch, channels, height, width = images.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, batch), generator=generator).to(images.device)
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (B, C, H + 2m, W + 2m)
+    rows = torch.arange(height, device=images.device) + max_shift - shifts[0].unsqueeze(1)  # (B, H)
+    cols = torch.arange(width, device=images.device) + max_shift - shifts[1].unsqueeze(1)  # (B, W)
+    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1)  # (B, 1, 1)
+    # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
+    out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+class RandomShift(torch.nn.Module):
+    """:func:`random_shift` as a per-image transform for a torchvision pipeline: ``(C, H, W)`` in and out."""
+
+    def __init__(self, max_shift: int = 2) -> None:
+        super().__init__()
+        self.max_shift = max_shift
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return random_shift(image.unsqueeze(0), self.max_shift).squeeze(0)

@@ -1,0 +1,192 @@
+"""Capsule layers: primary capsules, a routing layer between capsule layers, and the decoder.
+
+Each layer can be used on its own to build other capsule networks (see notebook 08).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .functional import check_labels, squash
+from .routing import RoutingResult, check_iterations, dynamic_routing
+
+__all__ = ["PrimaryCaps", "RoutingCaps", "Decoder"]
+
+
+class PrimaryCaps(nn.Module):
+    """Turn a feature map into squashed capsule vectors.
+
+    An inner network maps the features ``(B, C, H, W)`` to ``num_types * capsule_dim`` channels
+    ``(B, T*D, H', W')``. By default it is the paper's 9x9 stride-2 convolution; pass any module
+    as ``inner`` to use another (it must output exactly ``num_types * capsule_dim`` channels).
+
+    Capsule layout (the notebooks draw capsules on the ``H' x W'`` grid with it):
+
+    * channel ``t * capsule_dim + d`` of the inner network's output is component ``d`` of
+      capsule type ``t`` (each type owns ``capsule_dim`` consecutive channels);
+    * one capsule is the ``capsule_dim`` channels of one type at ONE spatial position;
+    * capsules are ordered type-major: capsule ``n = t * (H' * W') + row * W' + col``.
+
+    For MNIST: 32 types on a 6x6 grid, ``N_in = 1152``, capsule 0 is type 0 at (0, 0),
+    capsule 36 is type 1 at (0, 0).
+
+    Args:
+        in_channels: ``C`` of the feature map (256 for MNIST); used by the default inner net.
+        num_types: ``T`` capsule types (32).
+        capsule_dim: ``D_in`` components per capsule (8).
+        kernel_size, stride: of the default convolution (9, 2).
+        inner: optional module replacing the default convolution.
+
+    Shapes:
+        input ``(B, C, H, W)`` -> output ``(B, T * H' * W', D_in)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 256,
+        num_types: int = 32,
+        capsule_dim: int = 8,
+        kernel_size: int = 9,
+        stride: int = 2,
+        inner: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_types = num_types
+        self.capsule_dim = capsule_dim
+        if inner is None:
+            inner = nn.Conv2d(in_channels, num_types * capsule_dim, kernel_size=kernel_size, stride=stride)
+        self.inner = inner
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 4:
+            raise ValueError(f"PrimaryCaps expects features of shape (B, C, H, W), got {tuple(features.shape)}")
+        out = self.inner(features)  # (B, T*D, H', W')
+        expected = self.num_types * self.capsule_dim
+        if out.dim() != 4 or out.shape[1] != expected:
+            raise ValueError(
+                f"the inner network must output (B, {expected}, H', W') = num_types*capsule_dim channels, "
+                f"got {tuple(out.shape)}"
+            )
+        batch_size, _, height, width = out.shape
+        out = out.view(batch_size, self.num_types, self.capsule_dim, height, width)  # (B, T, D, H', W')
+        out = out.permute(0, 1, 3, 4, 2)  # (B, T, H', W', D)
+        u = out.reshape(batch_size, self.num_types * height * width, self.capsule_dim)  # (B, N_in, D_in)
+        return squash(u, dim=-1)
+
+
+class RoutingCaps(nn.Module):
+    """A capsule layer fed by dynamic routing, usable between any two capsule layers.
+
+    Holds one transform ``W_ij`` (``D_out x D_in``) per pair of input capsule ``i`` and output
+    capsule ``j``: ``weight`` has shape ``(N_in, N_out, D_out, D_in)`` (frozen state-dict layout).
+    Forward computes ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them (Procedure 1).
+
+    Args:
+        in_capsules, in_dim: ``N_in`` and ``D_in`` (1152 and 8 for MNIST).
+        out_capsules, out_dim: ``N_out`` and ``D_out`` (10 and 16).
+        routing_iterations: ``R``; a plain attribute that may be changed after training.
+        detach_intermediate: see :func:`capslib.dynamic_routing`.
+
+    Shapes:
+        input ``u`` ``(B, N_in, D_in)`` -> ``v`` ``(B, N_out, D_out)`` and ``c`` ``(B, N_in, N_out)``.
+    """
+
+    def __init__(
+        self,
+        in_capsules: int = 1152,
+        in_dim: int = 8,
+        out_capsules: int = 10,
+        out_dim: int = 16,
+        routing_iterations: int = 3,
+        detach_intermediate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_capsules, self.in_dim = in_capsules, in_dim
+        self.out_capsules, self.out_dim = out_capsules, out_dim
+        self.routing_iterations = check_iterations(routing_iterations)
+        self.detach_intermediate = detach_intermediate
+        # Small init keeps the first predictions short, so routing starts near-uniform.
+        self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
+
+    def predictions(self, u: torch.Tensor) -> torch.Tensor:
+        """``u_hat = W u``: ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
+        if u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
+            raise ValueError(
+                f"RoutingCaps expects input capsules of shape (B, {self.in_capsules}, {self.in_dim}), "
+                f"got {tuple(u.shape)}"
+            )
+        # i: input capsule, j: output capsule, e: output dim, d: input dim.
+        return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
+
+    def forward(
+        self, u: torch.Tensor, return_trace: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
+        """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)`` or a :class:`RoutingResult`."""
+        u_hat = self.predictions(u)  # (B, N_in, N_out, D_out)
+        return dynamic_routing(
+            u_hat,
+            iterations=self.routing_iterations,
+            detach_intermediate=self.detach_intermediate,
+            return_trace=return_trace,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in=({self.in_capsules}, {self.in_dim}), out=({self.out_capsules}, {self.out_dim}), "
+            f"routing_iterations={self.routing_iterations}, detach_intermediate={self.detach_intermediate}"
+        )
+
+
+class Decoder(nn.Module):
+    """Reconstruct the image from ONE output capsule (the others masked to zero).
+
+    ``(B, N_out, D_out)`` -> mask -> ``(B, N_out * D_out)`` -> 512 -> 1024 -> ``C*H*W``, sigmoid.
+
+    Args:
+        num_capsules, capsule_dim: ``N_out`` and ``D_out`` (10, 16).
+        image_shape: ``(C, H, W)`` of the reconstruction ((1, 28, 28)).
+        hidden: widths of the hidden layers ((512, 1024)).
+    """
+
+    def __init__(
+        self,
+        num_capsules: int = 10,
+        capsule_dim: int = 16,
+        image_shape: Sequence[int] = (1, 28, 28),
+        hidden: Sequence[int] = (512, 1024),
+    ) -> None:
+        super().__init__()
+        self.num_capsules, self.capsule_dim = num_capsules, capsule_dim
+        self.image_shape = tuple(image_shape)
+        widths = [num_capsules * capsule_dim, *hidden]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
+        out_features = 1
+        for size in self.image_shape:
+            out_features *= size
+        layers += [nn.Linear(widths[-1], out_features), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, poses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Reconstruct from the capsule ``labels[b]`` of each example.
+
+        Args:
+            poses: ``(B, N_out, D_out)`` output capsules.
+            labels: ``(B,)`` which capsule to keep (the true label while training).
+
+        Returns:
+            ``(B, C, H, W)`` reconstructions in [0, 1].
+        """
+        if poses.dim() != 3 or poses.shape[1:] != (self.num_capsules, self.capsule_dim):
+            raise ValueError(
+                f"Decoder expects poses of shape (B, {self.num_capsules}, {self.capsule_dim}), "
+                f"got {tuple(poses.shape)}"
+            )
+        check_labels(labels, poses.shape[0], self.num_capsules)
+        mask = torch.nn.functional.one_hot(labels, self.num_capsules).to(poses.dtype)  # (B, N_out)
+        masked = (poses * mask.unsqueeze(-1)).flatten(start_dim=1)  # (B, N_out * D_out)
+        return self.net(masked).view(poses.shape[0], *self.image_shape)  # (B, C, H, W)

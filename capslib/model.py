@@ -1,0 +1,183 @@
+"""The CapsNet of Sabour et al. 2017 (Section 4, Fig. 1 and 2), built from capslib's layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .functional import check_labels
+from .layers import Decoder, PrimaryCaps, RoutingCaps
+from .routing import RoutingStep, check_iterations, dynamic_routing
+
+__all__ = ["CapsNet", "CapsNetOutput"]
+
+
+@dataclass
+class CapsNetOutput:
+    """What :class:`CapsNet` returns.
+
+    Attributes:
+        lengths: ``(B, N_out)`` digit-capsule lengths: the class scores (no softmax).
+        poses: ``(B, N_out, D_out)`` digit capsules ``v``.
+        reconstructions: ``(B, C, H, W)`` or None for a model without decoder.
+        coupling: ``(B, N_in, N_out)`` coupling coefficients of the last routing iteration.
+        trace: with ``return_trace=True``, one :class:`capslib.RoutingStep` per routing
+            iteration (``b`` before that iteration's update, ``c``, ``s``, ``v``); else None.
+        u_hat: with ``return_trace=True``, the prediction vectors ``(B, N_in, N_out, D_out)``.
+    """
+
+    lengths: torch.Tensor
+    poses: torch.Tensor
+    reconstructions: torch.Tensor | None
+    coupling: torch.Tensor
+    trace: list[RoutingStep] | None = None
+    u_hat: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        """``(B,)`` the predicted class: the longest digit capsule."""
+        return self.lengths.argmax(dim=1)
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+class CapsNet(nn.Module):
+    """Conv1 -> PrimaryCaps -> DigitCaps (dynamic routing) [-> Decoder].
+
+    Defaults are the paper's MNIST network: Conv1 256 9x9 ReLU ``(B, 256, 20, 20)``;
+    PrimaryCaps 32 types of 8D, 9x9 stride 2 ``(B, 1152, 8)``; DigitCaps 10 capsules of 16D
+    ``(B, 10, 16)``; Decoder 160 -> 512 -> 1024 -> 784. 8.2M parameters (6.8M without decoder).
+
+    The decoder is masked with the TRUE label ``y`` while training: calling a training-mode model
+    that has a decoder without ``y`` raises ``ValueError``. In eval mode it is masked with the
+    predicted class unless ``y`` is passed.
+
+    Args:
+        routing_iterations: ``R`` (3); a plain attribute, may be changed on a trained model.
+        reconstruction: build the decoder (True).
+        image_shape: ``(C, H, W)`` of the input images ((1, 28, 28)).
+        num_classes: ``N_out`` digit capsules (10).
+        conv_channels: Conv1 filters (256).
+        primary_types, primary_dim: capsule types and their dimension (32, 8).
+        class_dim: ``D_out`` of the digit capsules (16).
+        detach_intermediate: see :func:`capslib.dynamic_routing` (False, as the official code).
+    """
+
+    def __init__(
+        self,
+        routing_iterations: int = 3,
+        reconstruction: bool = True,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 10,
+        conv_channels: int = 256,
+        primary_types: int = 32,
+        primary_dim: int = 8,
+        class_dim: int = 16,
+        detach_intermediate: bool = False,
+    ) -> None:
+        super().__init__()
+        # Constructor arguments, saved in checkpoints so capslib.load_checkpoint can rebuild the model.
+        self.config = dict(
+            routing_iterations=routing_iterations,
+            reconstruction=reconstruction,
+            image_shape=tuple(image_shape),
+            num_classes=num_classes,
+            conv_channels=conv_channels,
+            primary_types=primary_types,
+            primary_dim=primary_dim,
+            class_dim=class_dim,
+            detach_intermediate=detach_intermediate,
+        )
+        channels, height, width = image_shape
+        self.image_shape = (channels, height, width)
+        self.num_classes = num_classes
+        self.conv1 = nn.Conv2d(channels, conv_channels, kernel_size=9, stride=1)
+        self.primary_caps = PrimaryCaps(conv_channels, primary_types, primary_dim, kernel_size=9, stride=2)
+        grid_h = _conv_out(_conv_out(height, 9, 1), 9, 2)
+        grid_w = _conv_out(_conv_out(width, 9, 1), 9, 2)
+        if grid_h < 1 or grid_w < 1:
+            raise ValueError(f"image_shape {image_shape} is too small for two 9x9 convolutions (need >= 25x25)")
+        self.primary_grid = (grid_h, grid_w)
+        self.digit_caps = RoutingCaps(
+            in_capsules=primary_types * grid_h * grid_w,
+            in_dim=primary_dim,
+            out_capsules=num_classes,
+            out_dim=class_dim,
+            routing_iterations=routing_iterations,
+            detach_intermediate=detach_intermediate,
+        )
+        self.decoder = Decoder(num_classes, class_dim, self.image_shape) if reconstruction else None
+
+    @property
+    def routing_iterations(self) -> int:
+        """Number of routing iterations used by the next forward pass."""
+        return self.digit_caps.routing_iterations
+
+    @routing_iterations.setter
+    def routing_iterations(self, value: int) -> None:
+        self.digit_caps.routing_iterations = check_iterations(value)
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a float batch ``(B, C, H, W)`` of this model's size."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"images must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}"
+            )
+        if not x.dtype.is_floating_point:
+            raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False
+    ) -> CapsNetOutput:
+        """Classify (and reconstruct) a batch.
+
+        Args:
+            x: ``(B, C, H, W)`` images in [0, 1].
+            y: ``(B,)`` true labels; required while training with a decoder.
+            return_trace: also return every routing iteration (and ``u_hat``).
+        """
+        self.check_images(x)
+        if y is not None:
+            check_labels(y, x.shape[0], self.num_classes)
+        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
+        u = self.primary_caps(features)  # (B, N_in, D_in)
+        u_hat = self.digit_caps.predictions(u)  # (B, N_in, N_out, D_out)
+        routed = dynamic_routing(
+            u_hat,
+            iterations=self.digit_caps.routing_iterations,
+            detach_intermediate=self.digit_caps.detach_intermediate,
+            return_trace=return_trace,
+        )
+        if return_trace:
+            v, c, trace = routed.v, routed.c, routed.trace
+        else:
+            (v, c), trace = routed, None
+        lengths = torch.linalg.vector_norm(v, dim=-1)  # (B, N_out)
+
+        reconstructions = None
+        if self.decoder is not None:
+            if y is None:
+                if self.training:
+                    raise ValueError(
+                        "CapsNet is in training mode and has a decoder: pass the true labels, model(x, y), "
+                        "because the decoder must be masked with the true class while training; "
+                        "call model.eval() to mask with the predicted class instead"
+                    )
+                mask_labels = lengths.argmax(dim=1)  # (B,)
+            else:
+                mask_labels = y
+            reconstructions = self.decoder(v, mask_labels)  # (B, C, H, W)
+        return CapsNetOutput(
+            lengths=lengths,
+            poses=v,
+            reconstructions=reconstructions,
+            coupling=c,
+            trace=trace,
+            u_hat=u_hat if return_trace else None,
+        )

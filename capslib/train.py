@@ -1,0 +1,435 @@
+"""Training: one function for notebooks (:func:`fit`) and a CLI on top of it.
+
+    python -m capslib.train --epochs 50 --out runs/capsnet          # train (resumable)
+    python -m capslib.train --out runs/capsnet --resume             # continue where it stopped
+
+Honest protocol: the LAST ``val_size`` (5,000) training images validate and choose the best
+epoch; the model trains on the others (55,000); the test set is never touched here (see
+:mod:`capslib.evaluate`). Shift augmentation (up to 2 px) is applied to training batches only.
+
+Checkpoints (``<out>/last.pt``) are written after every epoch and every ``checkpoint_minutes``
+within one, atomically (write to a temporary file, then rename), with the optimizer, scheduler,
+the data-order generator and the config, so an interrupted run resumes exactly. ``<out>/best.pt``
+holds the model of the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import load_dataset, random_shift, split_train_val, to_tensors
+from .functional import margin_loss, reconstruction_loss
+from .utils import get_device, seed_everything
+
+__all__ = ["TrainConfig", "fit", "total_loss", "save_atomic", "main"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint and in ``<out>/config.json``."""
+
+    epochs: int = 50  # passes over the 55,000 training images
+    batch_size: int = 128  # the paper's official code uses 128
+    lr: float = 1e-3  # Adam's learning rate at epoch 0
+    lr_decay: float = 0.96  # multiply the learning rate by this after every epoch
+    routing_iterations: int = 3  # used when fit() builds the model itself
+    reconstruction: bool = True  # decoder on/off (when fit() builds the model)
+    reconstruction_weight: float = 0.0005  # paper: scaled down so it does not dominate the margin loss
+    max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off)
+    dataset: str = "mnist"  # "mnist" or "fashion-mnist"
+    val_size: int = 5000  # the last val_size training images validate
+    train_limit: int | None = None  # use only the first N training images (quick experiments)
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    seed: int = 0  # seeds model init, data order and augmentation
+    threads: int | None = None  # CPU threads (recorded; fixed threads + seed = deterministic on CPU)
+    out_dir: str = "runs/capsnet"  # checkpoints, config.json, history.json, TensorBoard logs (tb/)
+    checkpoint_minutes: float = 10.0  # also checkpoint within an epoch this often
+    amp: bool = False  # CUDA only: bf16 autocast (squash and the losses stay fp32)
+    tensorboard: bool = True  # write TensorBoard logs to <out>/tb
+    eval_batch_size: int = 500  # batch size for validation
+    progress: bool = True  # tqdm progress bars
+    extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work."""
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (self.routing_iterations >= 1, "routing_iterations must be >= 1"),
+            (self.reconstruction_weight >= 0, "reconstruction_weight must be >= 0"),
+            (self.max_shift >= 0, "max_shift must be >= 0"),
+            (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}, got {self}")
+
+
+def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstruction_weight: float = 0.0005):
+    """Margin loss + ``reconstruction_weight`` x reconstruction loss (Section 4.1).
+
+    Args:
+        output: a :class:`capslib.CapsNetOutput` (``lengths`` ``(B, N_out)``, ``reconstructions``
+            ``(B, C, H, W)`` or None).
+        images: ``(B, C, H, W)`` the (augmented) inputs the model saw.
+        labels: ``(B,)`` true classes.
+
+    Returns:
+        ``(total, margin, reconstruction)`` scalar tensors (reconstruction is 0 without a decoder).
+    """
+    margin = margin_loss(output.lengths.float(), labels)
+    if output.reconstructions is None:
+        recon = margin.new_zeros(())
+    else:
+        recon = reconstruction_loss(output.reconstructions.float(), images.float())
+    return margin + reconstruction_weight * recon, margin, recon
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device, batch_size: int) -> float:
+    """Fraction correct over ALL of ``images`` ``(N, C, H, W)`` (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        y = labels[start : start + batch_size].to(device, non_blocking=True)
+        correct += (model(x).lengths.argmax(dim=1) == y).sum().item()
+    model.train(was_training)
+    return correct / len(images)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One generator per epoch, derived from the seed: data order and shifts are reproducible and
+    # a resumed run replays the same epoch exactly.
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def fit(
+    model: nn.Module | None = None,
+    train_set=None,
+    val_set=None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    **overrides,
+) -> dict:
+    """Train ``model`` with Adam, exponential learning-rate decay and shift augmentation.
+
+    Args:
+        model: any capslib-style model: ``model(x, y)`` returns an object with ``lengths``
+            ``(B, N_out)`` and ``reconstructions`` (or None). None builds ``capslib.CapsNet``
+            from the config (and, on resume, from the checkpoint).
+        train_set, val_set: datasets of ``(image (C, H, W), label)``; None loads
+            ``config.dataset`` and splits off the last ``config.val_size`` images to validate.
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
+        resume: continue from ``<out_dir>/last.pt`` if it exists.
+
+    Returns:
+        A dict with ``history`` (one dict per epoch), ``best_val_accuracy``, ``best_epoch``,
+        ``out_dir`` and ``model`` (the trained model, last epoch's weights).
+    """
+    from .model import CapsNet
+
+    config = config or TrainConfig()
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown training setting {key!r}; TrainConfig has {sorted(asdict(config))}")
+        setattr(config, key, value)
+    config.validate()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    config.threads = torch.get_num_threads()
+    device = get_device(config.device)
+
+    checkpoint = None
+    if resume and last_path.exists():
+        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+        saved = checkpoint["config"]
+        for key in ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset"):
+            setattr(config, key, saved[key])
+
+    seed_everything(config.seed)
+    if model is None:
+        if checkpoint is not None and "model_config" in checkpoint:
+            model = CapsNet(**checkpoint["model_config"])
+        else:
+            model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
+    model.to(device)
+
+    if train_set is None or val_set is None:
+        full = load_dataset(config.dataset, train=True)
+        train_set, val_set = split_train_val(full, config.val_size)
+    train_x, train_y = to_tensors(train_set)  # (N, C, H, W), (N,)
+    if config.train_limit:
+        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
+    val_x, val_y = to_tensors(val_set)
+    if device.type != "cpu":  # the whole dataset fits on any GPU: no loader in the hot loop
+        train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+    history: list[dict] = []
+    start_epoch, start_batch, best_val, best_epoch, elapsed_before = 0, 0, -1.0, -1, 0.0
+    generator_state = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        history = checkpoint["history"]
+        start_epoch, start_batch = checkpoint["epoch"], checkpoint["batch_index"]
+        best_val, best_epoch = checkpoint["best_val_accuracy"], checkpoint["best_epoch"]
+        elapsed_before = checkpoint["elapsed_seconds"]
+        generator_state = checkpoint.get("generator_state")
+        partial = checkpoint.get("partial_epoch", {})
+    _write_json_atomic(asdict(config), out_dir / "config.json")
+
+    writer = None
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"))
+
+    use_amp = config.amp and device.type == "cuda"
+    num_batches = math.ceil(len(train_x) / config.batch_size)
+    run_start = time.monotonic()
+    last_save = time.monotonic()
+    model.train()
+
+    def make_checkpoint(epoch: int, batch_index: int, gen_state, partial_epoch: dict) -> dict:
+        model_config = dict(getattr(model, "config", {}))
+        if model_config:
+            model_config["routing_iterations"] = getattr(model, "routing_iterations", None)
+        ckpt = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "config": asdict(config),
+            "epoch": epoch,  # the epoch to run next (or the one in progress)
+            "batch_index": batch_index,  # batches of that epoch already done
+            "generator_state": gen_state,
+            "partial_epoch": partial_epoch,
+            "history": history,
+            "best_val_accuracy": best_val,
+            "best_epoch": best_epoch,
+            "elapsed_seconds": elapsed_before + time.monotonic() - run_start,
+            "torch_version": torch.__version__,
+        }
+        if model_config:
+            ckpt["model_config"] = model_config
+        return ckpt
+
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.monotonic()
+        generator = _epoch_generator(config.seed, epoch)
+        order = torch.randperm(len(train_x), generator=generator)  # (N,)
+        sums = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
+        first_batch = 0
+        if epoch == start_epoch and start_batch > 0:
+            generator.set_state(generator_state)
+            first_batch = start_batch
+            sums.update(partial)
+        bar = tqdm(
+            range(first_batch, num_batches),
+            initial=first_batch,
+            total=num_batches,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        )
+        for batch_index in bar:
+            idx = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+            x = train_x[idx.to(train_x.device)]
+            y = train_y[idx.to(train_y.device)]
+            if config.max_shift:
+                x = random_shift(x, config.max_shift, generator=generator)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                output = model(x, y)  # decoder masked with the TRUE label
+            loss, margin, recon = total_loss(output, x, y, config.reconstruction_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            n = len(y)
+            sums["loss"] += loss.item() * n
+            sums["margin"] += margin.item() * n
+            sums["reconstruction"] += recon.item() * n
+            sums["correct"] += (output.lengths.argmax(dim=1) == y).sum().item()
+            sums["seen"] += n
+            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}", acc=f"{sums['correct'] / sums['seen']:.4f}")
+            if writer is not None and (batch_index % 50 == 0):
+                step = epoch * num_batches + batch_index
+                writer.add_scalar("loss/total", loss.item(), step)
+                writer.add_scalar("loss/margin", margin.item(), step)
+                writer.add_scalar("loss/reconstruction", recon.item(), step)
+            if time.monotonic() - last_save > config.checkpoint_minutes * 60 and batch_index + 1 < num_batches:
+                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), dict(sums)), last_path)
+                last_save = time.monotonic()
+        bar.close()
+
+        val_accuracy = _accuracy(model, val_x, val_y, device, config.eval_batch_size)
+        record = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": sums["loss"] / sums["seen"],
+            "train_margin_loss": sums["margin"] / sums["seen"],
+            "train_reconstruction_loss": sums["reconstruction"] / sums["seen"],
+            "train_accuracy": sums["correct"] / sums["seen"],
+            "val_accuracy": val_accuracy,
+            "val_errors": round((1 - val_accuracy) * len(val_x)),
+            "epoch_seconds": time.monotonic() - epoch_start,
+        }
+        history.append(record)
+        scheduler.step()
+        improved = val_accuracy > best_val
+        if improved:
+            best_val, best_epoch = val_accuracy, epoch + 1
+            save_atomic(make_checkpoint(epoch + 1, 0, None, {}), best_path)
+        save_atomic(make_checkpoint(epoch + 1, 0, None, {}), last_path)
+        last_save = time.monotonic()
+        _write_json_atomic(history, out_dir / "history.json")
+        if writer is not None:
+            _log_epoch(writer, model, record, val_x, val_y, device)
+        message = (
+            f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
+            f"train acc {record['train_accuracy']:.4f}  val acc {val_accuracy:.4f} "
+            f"({record['val_errors']} errors){' *' if improved else ''}  lr {record['lr']:.2e}  "
+            f"{record['epoch_seconds']:.0f}s"
+        )
+        tqdm.write(message) if config.progress else print(message, flush=True)
+
+    if writer is not None:
+        writer.close()
+    return {
+        "history": history,
+        "best_val_accuracy": best_val,
+        "best_epoch": best_epoch,
+        "out_dir": str(out_dir),
+        "model": model,
+    }
+
+
+@torch.no_grad()
+def _log_epoch(writer, model, record: dict, val_x, val_y, device) -> None:
+    """Per-epoch TensorBoard: accuracies, lr, inputs vs reconstructions, coupling histogram."""
+    from torchvision.utils import make_grid
+
+    epoch = record["epoch"]
+    writer.add_scalar("accuracy/train", record["train_accuracy"], epoch)
+    writer.add_scalar("accuracy/val", record["val_accuracy"], epoch)
+    writer.add_scalar("lr", record["lr"], epoch)
+    writer.add_scalar("loss/epoch_total", record["train_loss"], epoch)
+    was_training = model.training
+    model.eval()
+    x = val_x[:16].to(device)
+    out = model(x)
+    model.train(was_training)
+    if out.reconstructions is not None:
+        grid = make_grid(torch.cat([x, out.reconstructions.float()]).cpu(), nrow=16, pad_value=1.0)
+        writer.add_image("inputs_vs_reconstructions", grid, epoch)
+    if getattr(out, "coupling", None) is not None:
+        writer.add_histogram("coupling_coefficients", out.coupling.float().cpu(), epoch)
+    writer.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m capslib.train",
+        description="Train CapsNet (Sabour et al. 2017) on MNIST or Fashion-MNIST; resumable.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
+    p.add_argument("--lr-decay", type=float, default=defaults.lr_decay, help="per-epoch exponential decay")
+    p.add_argument("--routing-iterations", type=int, default=defaults.routing_iterations)
+    p.add_argument("--no-decoder", action="store_true", help="train without the reconstruction decoder")
+    p.add_argument("--reconstruction-weight", type=float, default=defaults.reconstruction_weight)
+    p.add_argument("--max-shift", type=int, default=defaults.max_shift, help="augmentation shift in px")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default=defaults.dataset)
+    p.add_argument("--val-size", type=int, default=defaults.val_size)
+    p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--out", default=defaults.out_dir, help="output directory")
+    p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        routing_iterations=args.routing_iterations,
+        reconstruction=not args.no_decoder,
+        reconstruction_weight=args.reconstruction_weight,
+        max_shift=args.max_shift,
+        dataset=args.dataset,
+        val_size=args.val_size,
+        train_limit=args.train_limit,
+        device=args.device,
+        seed=args.seed,
+        threads=args.threads,
+        out_dir=args.out,
+        checkpoint_minutes=args.checkpoint_minutes,
+        amp=args.amp,
+        tensorboard=not args.no_tensorboard,
+        progress=not args.no_progress,
+    )
+    result = fit(config=config, resume=args.resume)
+    print(
+        f"best validation accuracy {result['best_val_accuracy']:.4f} at epoch {result['best_epoch']}; "
+        f"checkpoints in {result['out_dir']} (best.pt, last.pt)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

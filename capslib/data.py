@@ -121,6 +121,7 @@ def _unpack(source: Path, raw_dir: Path) -> None:
             with os.fdopen(fd, "wb") as out, gzip.open(source / f"{name}.gz", "rb") as src:
                 shutil.copyfileobj(src, out)
             os.replace(tmp, raw_dir / name)  # atomic: a reader never sees half a file
+            os.chmod(raw_dir / name, 0o644)  # mkstemp makes 0600 files
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

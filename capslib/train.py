@@ -107,6 +107,7 @@ def save_atomic(obj, path: str | Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+        os.chmod(path, 0o644)  # mkstemp makes 0600 files
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -178,6 +179,8 @@ def fit(
         torch.set_num_threads(config.threads)
     config.threads = torch.get_num_threads()
     device = get_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
 
     checkpoint = None
     if resume and last_path.exists():
@@ -250,7 +253,7 @@ def fit(
             "best_val_accuracy": best_val,
             "best_epoch": best_epoch,
             "elapsed_seconds": elapsed_before + time.monotonic() - run_start,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
         if model_config:
             ckpt["model_config"] = model_config

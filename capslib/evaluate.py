@@ -1,0 +1,242 @@
+"""Honest evaluation: accuracy on the FULL test set (10,000 MNIST images), never augmented.
+
+    python -m capslib.evaluate runs/capsnet/best.pt           # your own run
+    python -m capslib.evaluate pretrained                     # the shipped model
+
+prints the test accuracy, the error count and per-class accuracy, and writes a confusion-matrix
+figure. ``--export data/pretrained`` also writes the model as a half-precision state dict with a
+model card holding the accuracy OF THAT HALF-PRECISION FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import load_dataset, to_tensors
+from .utils import get_device
+
+__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "TEST_SLICE", "main"]
+
+TEST_SLICE = 2000
+"""The fixed test slice (the first 2,000 test images) whose error count the model card records."""
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`.
+
+    Attributes:
+        accuracy: fraction correct over all ``total`` images.
+        errors: number of misclassified images.
+        total: number of images evaluated (10,000 for the MNIST test set).
+        per_class_accuracy: ``(N_out,)`` recall of each class.
+        confusion: ``(N_out, N_out)`` counts, rows = true class, columns = predicted.
+        predictions, labels: ``(total,)`` predicted and true classes.
+        lengths: ``(total, N_out)`` capsule lengths.
+    """
+
+    accuracy: float
+    errors: int
+    total: int
+    per_class_accuracy: torch.Tensor
+    confusion: torch.Tensor
+    predictions: torch.Tensor
+    labels: torch.Tensor
+    lengths: torch.Tensor
+
+    def summary(self) -> str:
+        lines = [f"test accuracy {100 * self.accuracy:.2f}% ({self.errors} errors in {self.total} images)"]
+        lines.append("per class: " + "  ".join(f"{k}: {100 * a:.2f}%" for k, a in enumerate(self.per_class_accuracy)))
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset=None,
+    device: str | torch.device | None = None,
+    batch_size: int = 500,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Classify every image of ``dataset`` (default: the MNIST test set) in eval mode.
+
+    Args:
+        model: returns an object with ``lengths`` ``(B, N_out)`` for ``model(x)``.
+        dataset: ``(image, label)`` pairs; None loads the MNIST test set (no augmentation).
+        device: default: the model's device.
+        batch_size: images per forward pass (does not change the result).
+        limit: only the first ``limit`` images (e.g. :data:`TEST_SLICE`); None for all.
+    """
+    if dataset is None:
+        dataset = load_dataset("mnist", train=False)
+    images, labels = to_tensors(dataset)  # (N, C, H, W), (N,)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    if device is None:
+        device = next(model.parameters()).device
+    else:
+        device = get_device(device)
+        model.to(device)
+    was_training = model.training
+    model.eval()
+    all_lengths = []
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress, leave=False):
+        x = images[start : start + batch_size].to(device)
+        all_lengths.append(model(x).lengths.float().cpu())
+    model.train(was_training)
+    lengths = torch.cat(all_lengths)  # (N, N_out)
+    predictions = lengths.argmax(dim=1)  # (N,)
+    num_classes = lengths.shape[1]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    per_class = confusion.diag().float() / confusion.sum(dim=1).clamp_min(1).float()
+    correct = int((predictions == labels).sum())
+    return Evaluation(
+        accuracy=correct / len(labels),
+        errors=len(labels) - correct,
+        total=len(labels),
+        per_class_accuracy=per_class,
+        confusion=confusion,
+        predictions=predictions,
+        labels=labels,
+        lengths=lengths,
+    )
+
+
+def plot_confusion_matrix(confusion: torch.Tensor, ax=None, title: str = "Confusion matrix (test set)"):
+    """Draw ``confusion`` ``(N_out, N_out)`` with off-diagonal counts written in; returns the axes.
+
+    The diagonal dominates, so colours use a log scale to make the few errors visible.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5.5))
+    counts = confusion.numpy()
+    image = ax.imshow(counts + 1, cmap="Blues", norm=LogNorm())
+    ax.figure.colorbar(image, ax=ax, label="count + 1 (log scale)")
+    n = counts.shape[0]
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                colour = "white" if i == j else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return ax
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> Evaluation:
+    from .pretrained import PRETRAINED_NAME, load_checkpoint, load_pretrained, save_pretrained
+
+    p = argparse.ArgumentParser(
+        prog="python -m capslib.evaluate",
+        description="Test accuracy of a CapsNet on the full MNIST test set (10,000 images, no augmentation).",
+    )
+    p.add_argument("checkpoint", help="a training checkpoint (best.pt / last.pt / run dir), or 'pretrained'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--figure", default=None, help="confusion-matrix PNG (default: beside the checkpoint)")
+    p.add_argument("--export", default=None, metavar="DIR", help="also write a half-precision model + card here")
+    p.add_argument("--commit", default=None, help="commit to record in the card (default: git HEAD)")
+    args = p.parse_args(argv)
+
+    device = get_device(args.device)
+    if args.checkpoint == "pretrained":
+        model = load_pretrained(device)
+        figure = Path(args.figure or "confusion_matrix.png")
+        checkpoint = None
+    else:
+        model = load_checkpoint(args.checkpoint, device)
+        path = Path(args.checkpoint)
+        path = path / "best.pt" if path.is_dir() else path
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        figure = Path(args.figure or path.with_name(path.stem + "_confusion.png"))
+
+    start = time.monotonic()
+    result = evaluate(model, device=device, batch_size=args.batch_size)
+    print(result.summary())
+    print(f"({time.monotonic() - start:.1f}s on {_hardware(device)})")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = plot_confusion_matrix(result.confusion, title=f"Confusion matrix: {result.errors} errors in {result.total}")
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    ax.figure.savefig(figure, dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    print(f"confusion matrix written to {figure}")
+
+    if args.export:
+        if checkpoint is None:
+            raise ValueError("--export needs a training checkpoint, not 'pretrained'")
+        half = load_checkpoint(args.checkpoint, device).half().float()  # the weights as shipped: fp16
+        full = evaluate(half, device=device, batch_size=args.batch_size, progress=False)
+        sliced = evaluate(half, device=device, batch_size=args.batch_size, limit=TEST_SLICE, progress=False)
+        history = checkpoint.get("history", [])
+        config = checkpoint.get("config", {})
+        card = {
+            "name": PRETRAINED_NAME,
+            "description": "CapsNet (Sabour et al. 2017), 3 routing iterations, with decoder, trained on MNIST",
+            "data": f"MNIST training images 0-{60000 - config.get('val_size', 5000) - 1} "
+            f"(the last {config.get('val_size', 5000)} validate), shift augmentation +-{config.get('max_shift')} px",
+            "selected_epoch": checkpoint.get("best_epoch"),
+            "selected_by": f"validation accuracy on the last {config.get('val_size', 5000)} training images "
+            "(never the test set)",
+            "val_accuracy": checkpoint.get("best_val_accuracy"),
+            "epochs_run": len(history),
+            "train_seconds": round(checkpoint.get("elapsed_seconds", 0.0), 1),
+            "hardware": _hardware(device),
+            "torch_version": str(torch.__version__),
+            "seed": config.get("seed"),
+            "train_config": config,
+            "commit": args.commit or _git_commit(),
+            "dtype": "float16 state dict (loaded as float32)",
+            "test_accuracy": full.accuracy,
+            "test_errors": full.errors,
+            "test_images": full.total,
+            "test_slice_images": TEST_SLICE,
+            "test_slice_errors": sliced.errors,
+            "fp32_test_errors": result.errors,
+            "measured_by": "python -m capslib.evaluate <checkpoint> --export data/pretrained",
+        }
+        out = save_pretrained(half, args.export, card)
+        print(f"exported {out}: fp16 test accuracy {100 * full.accuracy:.2f}% ({full.errors} errors), "
+              f"{sliced.errors} errors on the first {TEST_SLICE} test images")
+    return result
+
+
+if __name__ == "__main__":
+    main()

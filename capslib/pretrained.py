@@ -1,0 +1,121 @@
+"""Loading the shipped pretrained CapsNet and a learner's own training checkpoints.
+
+The shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
+``$CAPSNET_DATA/pretrained/``) as two files: ``capsnet_mnist.pt``, a half-precision state dict,
+and ``capsnet_mnist.json``, its model card (how it was trained and what it measured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .data import data_dir
+from .model import CapsNet
+from .utils import get_device
+
+__all__ = ["PRETRAINED_NAME", "pretrained_dir", "load_pretrained", "load_checkpoint", "save_pretrained", "model_card"]
+
+PRETRAINED_NAME = "capsnet_mnist"
+
+
+def pretrained_dir() -> Path:
+    """Folder of the shipped weights: ``<data dir>/pretrained``."""
+    return data_dir() / "pretrained"
+
+
+def model_card(name: str = PRETRAINED_NAME) -> dict:
+    """The shipped model's card (a dict read from ``<name>.json``)."""
+    path = pretrained_dir() / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no model card at {path}. The pretrained model ships with the repository in data/pretrained/; "
+            "set CAPSNET_DATA if your data folder is elsewhere."
+        )
+    return json.loads(path.read_text())
+
+
+def _finish(model: CapsNet, device) -> CapsNet:
+    model.to(get_device(device))
+    model.eval()
+    return model
+
+
+def load_pretrained(device: str | torch.device | None = None, name: str = PRETRAINED_NAME) -> CapsNet:
+    """The shipped CapsNet, in float32 and eval mode, on ``device`` (default: CUDA, MPS, else CPU).
+
+    Raises:
+        FileNotFoundError: if the weights or the card are missing, saying where it looked.
+    """
+    weights = pretrained_dir() / f"{name}.pt"
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"no pretrained weights at {weights}. They ship with the repository (data/pretrained/); if your "
+            "checkout lacks them, train your own (python -m capslib.train) and use capslib.load_checkpoint."
+        )
+    card = model_card(name)
+    model = CapsNet(**_model_kwargs(card["model_config"]))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return _finish(model, device)
+
+
+def _model_kwargs(config: dict) -> dict:
+    kwargs = dict(config)
+    if "image_shape" in kwargs:
+        kwargs["image_shape"] = tuple(kwargs["image_shape"])
+    return kwargs
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> CapsNet:
+    """A CapsNet from one of your own training runs (``<out>/best.pt`` or ``last.pt``), eval mode.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a capslib training checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with python -m capslib.train --out <dir>")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
+        raise ValueError(
+            f"{path} is not a capslib training checkpoint (expected a dict with 'model' and 'model_config', "
+            f"got {sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__})"
+        )
+    model = CapsNet(**_model_kwargs(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"], strict=True)
+    return _finish(model, device)
+
+
+def save_pretrained(model: CapsNet, directory: str | Path, card: dict, name: str = PRETRAINED_NAME) -> Path:
+    """Write ``model`` as a half-precision state dict plus its card, each atomically.
+
+    Returns:
+        The path of the weights file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    card = {**card, "model_config": {**model.config, "routing_iterations": model.routing_iterations}}
+    for suffix, write in (
+        (".pt", lambda tmp: torch.save(state, tmp)),
+        (".json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n")),
+    ):
+        target = directory / f"{name}{suffix}"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+            os.chmod(target, 0o644)  # mkstemp makes 0600 files
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return directory / f"{name}.pt"

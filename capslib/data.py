@@ -50,7 +50,16 @@ IDX_FILES = (
 )
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -132,8 +141,9 @@ def _find_source(candidates: list[Path], what: str) -> Path:
         if all((folder / f"{name}.gz").exists() for name in IDX_FILES):
             return folder
     looked = "\n  ".join(str(c) for c in candidates)
+    names = ", ".join(n + ".gz" for n in IDX_FILES)
     raise DataNotFoundError(
-        f"{what} not found. capslib looked for the four IDX gzip files ({', '.join(n + '.gz' for n in IDX_FILES)}) in:\n"
+        f"{what} not found. capslib looked for the four IDX gzip files ({names}) in:\n"
         f"  {looked}\n"
         f"Put them in one of those folders, set {DATA_ENV} to a folder holding them in a sub-folder, or call "
         "with root=<torchvision root> and download=True on a machine with internet access."
@@ -169,7 +179,9 @@ def mnist(train: bool = True, root: str | Path | None = None, download: bool = F
     try:
         return datasets.MNIST(str(root), train=train, download=download, transform=transform)
     except RuntimeError as err:
-        raise DataNotFoundError(f"MNIST not found under {root}/MNIST/raw ({err}); pass download=True if online") from err
+        raise DataNotFoundError(
+            f"MNIST not found under {root}/MNIST/raw ({err}); pass download=True if online"
+        ) from err
 
 
 def fashion_mnist(

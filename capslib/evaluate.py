@@ -11,7 +11,6 @@ model card holding the accuracy OF THAT HALF-PRECISION FILE.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import time
@@ -143,7 +142,10 @@ def plot_confusion_matrix(confusion: torch.Tensor, ax=None, title: str = "Confus
 def _git_commit() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
             "selected_by": f"validation accuracy on the last {config.get('val_size', 5000)} training images "
             "(never the test set)",
             "val_accuracy": checkpoint.get("best_val_accuracy"),
-            "epochs_run": len(history),
+            "epochs_trained": len(history),
             "train_seconds": round(checkpoint.get("elapsed_seconds", 0.0), 1),
             "hardware": _hardware(device),
             "torch_version": str(torch.__version__),
@@ -233,8 +235,10 @@ def main(argv: list[str] | None = None) -> Evaluation:
             "measured_by": "python -m capslib.evaluate <checkpoint> --export data/pretrained",
         }
         out = save_pretrained(half, args.export, card)
-        print(f"exported {out}: fp16 test accuracy {100 * full.accuracy:.2f}% ({full.errors} errors), "
-              f"{sliced.errors} errors on the first {TEST_SLICE} test images")
+        print(
+            f"exported {out}: fp16 test accuracy {100 * full.accuracy:.2f}% ({full.errors} errors), "
+            f"{sliced.errors} errors on the first {TEST_SLICE} test images"
+        )
     return result
 
 

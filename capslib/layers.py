@@ -121,9 +121,7 @@ class RoutingCaps(nn.Module):
         # i: input capsule, j: output capsule, e: output dim, d: input dim.
         return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
 
-    def forward(
-        self, u: torch.Tensor, return_trace: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
+    def forward(self, u: torch.Tensor, return_trace: bool = False) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
         """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)`` or a :class:`RoutingResult`."""
         u_hat = self.predictions(u)  # (B, N_in, N_out, D_out)
         return dynamic_routing(
@@ -163,7 +161,7 @@ class Decoder(nn.Module):
         self.image_shape = tuple(image_shape)
         widths = [num_capsules * capsule_dim, *hidden]
         layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
         out_features = 1
         for size in self.image_shape:
@@ -183,8 +181,7 @@ class Decoder(nn.Module):
         """
         if poses.dim() != 3 or poses.shape[1:] != (self.num_capsules, self.capsule_dim):
             raise ValueError(
-                f"Decoder expects poses of shape (B, {self.num_capsules}, {self.capsule_dim}), "
-                f"got {tuple(poses.shape)}"
+                f"Decoder expects poses of shape (B, {self.num_capsules}, {self.capsule_dim}), got {tuple(poses.shape)}"
             )
         check_labels(labels, poses.shape[0], self.num_capsules)
         mask = torch.nn.functional.one_hot(labels, self.num_capsules).to(poses.dtype)  # (B, N_out)

@@ -100,7 +100,9 @@ class CapsNet(nn.Module):
         grid_h = _conv_out(_conv_out(height, 9, 1), 9, 2)
         grid_w = _conv_out(_conv_out(width, 9, 1), 9, 2)
         if grid_h < 1 or grid_w < 1:
-            raise ValueError(f"image_shape {image_shape} is too small for two 9x9 convolutions (need >= 25x25)")
+            raise ValueError(
+                f"image_shape {image_shape} is too small for two 9x9 convolutions (need at least 17x17 pixels)"
+            )
         self.primary_grid = (grid_h, grid_w)
         self.digit_caps = RoutingCaps(
             in_capsules=primary_types * grid_h * grid_w,
@@ -132,9 +134,7 @@ class CapsNet(nn.Module):
         if not x.dtype.is_floating_point:
             raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
 
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False
-    ) -> CapsNetOutput:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False) -> CapsNetOutput:
         """Classify (and reconstruct) a batch.
 
         Args:

@@ -20,6 +20,7 @@ depends on what else is in its batch (a known bug of several public implementati
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -65,9 +66,13 @@ class RoutingResult:
 
 def check_iterations(iterations: object) -> int:
     """Return ``iterations`` as an int, or raise ``ValueError`` if it is not an integer >= 1."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    try:
+        value = operator.index(iterations)  # ints and NumPy integers; not floats
+    except TypeError:
+        value = None
+    if isinstance(iterations, bool) or value is None or value < 1:
         raise ValueError(f"routing iterations must be an integer >= 1, got {iterations!r}")
-    return iterations
+    return value
 
 
 def dynamic_routing(

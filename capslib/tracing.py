@@ -20,7 +20,7 @@ class ShapeTable:
         header = ("stage", "shape", "note")
         cells = [header] + [(stage, str(tuple(shape)), note) for stage, shape, note in self.rows]
         widths = [max(len(row[k]) for row in cells) for k in range(3)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -65,9 +65,7 @@ def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
     seen: dict[str, tuple[int, ...]] = {}
     hooks = [
         model.conv1.register_forward_hook(lambda m, i, o: seen.__setitem__("conv1", tuple(o.shape))),
-        model.primary_caps.inner.register_forward_hook(
-            lambda m, i, o: seen.__setitem__("primary", tuple(o.shape))
-        ),
+        model.primary_caps.inner.register_forward_hook(lambda m, i, o: seen.__setitem__("primary", tuple(o.shape))),
     ]
     was_training = model.training
     model.eval()
@@ -82,7 +80,7 @@ def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
     u_hat = out.u_hat
     rows: list[tuple[str, tuple[int, ...], str]] = [
         ("input", tuple(x.shape), "B, C, H, W"),
-        ("conv1 + ReLU", seen["conv1"], "B, 256 filters, 20, 20"),
+        ("conv1 + ReLU", seen["conv1"], "B, filters, H - 8, W - 8"),
         ("primary conv", seen["primary"], f"B, {caps.num_types} types x {caps.capsule_dim} dims, grid"),
         ("primary capsules u", (u_hat.shape[0], u_hat.shape[1], caps.capsule_dim), "B, N_in, D_in (squashed)"),
         ("predictions u_hat = W u", tuple(u_hat.shape), "B, N_in, N_out, D_out"),

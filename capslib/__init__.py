@@ -14,12 +14,15 @@ Shape vocabulary, used in every docstring and shape comment of this package:
 
 Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1), ``layers``
 (PrimaryCaps, RoutingCaps, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data``
-(MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices).
+(MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices), ``train`` (fit and its
+CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
+``widgets`` (sliders over plotting functions).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
+from .pretrained import load_checkpoint, load_pretrained
 from .routing import RoutingResult, RoutingStep, dynamic_routing
 from .tracing import ShapeTable, trace_shapes
 from .utils import get_device, seed_everything
@@ -37,6 +40,8 @@ __all__ = [
     "ShapeTable",
     "dynamic_routing",
     "get_device",
+    "load_checkpoint",
+    "load_pretrained",
     "margin_loss",
     "reconstruction_loss",
     "seed_everything",

@@ -59,6 +59,7 @@ class TrainConfig:
     tensorboard: bool = True  # write TensorBoard logs to <out>/tb
     eval_batch_size: int = 500  # batch size for validation
     progress: bool = True  # tqdm progress bars
+    stop_after_batches: int | None = None  # stop (checkpointed, as if killed) after this many batches
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
 
     def validate(self) -> None:
@@ -234,6 +235,7 @@ def fit(
     num_batches = math.ceil(len(train_x) / config.batch_size)
     run_start = time.monotonic()
     last_save = time.monotonic()
+    batches_this_call, stop_now = 0, False
     model.train()
 
     def make_checkpoint(epoch: int, batch_index: int, gen_state, partial_epoch: dict) -> dict:
@@ -303,9 +305,17 @@ def fit(
                 writer.add_scalar("loss/total", loss.item(), step)
                 writer.add_scalar("loss/margin", margin.item(), step)
                 writer.add_scalar("loss/reconstruction", recon.item(), step)
-            if time.monotonic() - last_save > config.checkpoint_minutes * 60 and batch_index + 1 < num_batches:
+            batches_this_call += 1
+            stop_now = config.stop_after_batches is not None and batches_this_call >= config.stop_after_batches
+            due = time.monotonic() - last_save > config.checkpoint_minutes * 60
+            if (due or stop_now) and batch_index + 1 < num_batches:
                 save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), dict(sums)), last_path)
                 last_save = time.monotonic()
+            if stop_now:
+                break
+        if stop_now and batch_index + 1 < num_batches:
+            bar.close()
+            break
         bar.close()
 
         val_accuracy = _accuracy(model, val_x, val_y, device, config.eval_batch_size)
@@ -338,6 +348,8 @@ def fit(
             f"{record['epoch_seconds']:.0f}s"
         )
         tqdm.write(message) if config.progress else print(message, flush=True)
+        if stop_now:
+            break
 
     if writer is not None:
         writer.close()

@@ -1,0 +1,82 @@
+"""Training and inference throughput of the default CapsNet on this machine.
+
+    python benchmarks/throughput.py                 # batch 100, auto device
+    python benchmarks/throughput.py --device cpu --batch-size 100 --steps 10
+
+Training = forward + margin/reconstruction loss + backward + Adam step, fp32. Prints images/s
+and the time one epoch of 55,000 training images (+ 5,000 validation images) would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+import capslib
+from capslib.train import total_loss
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2) -> dict:
+    """Images/s of training and inference steps: ``steps`` timed iterations after ``warmup`` untimed ones."""
+    torch.manual_seed(0)
+    model = capslib.CapsNet().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def train_step():
+        output = model(x, y)
+        loss, _, _ = total_loss(output, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def infer_step():
+        model(x)
+
+    results = {}
+    for name, step, mode in (("train", train_step, True), ("inference", infer_step, False)):
+        model.train(mode)
+        for _ in range(warmup):
+            step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        results[name] = batch_size * steps / (time.perf_counter() - start)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=10, help="timed iterations of each kind")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = capslib.get_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    r = measure(device, args.batch_size, args.steps)
+    epoch_seconds = 55_000 / r["train"] + 5_000 / r["inference"]
+    print(f"batch {args.batch_size}: training {r['train']:.1f} images/s, inference {r['inference']:.1f} images/s")
+    print(f"one epoch (55,000 train + 5,000 validation images): about {epoch_seconds / 60:.1f} min")
+    return {**r, "epoch_seconds": epoch_seconds}
+
+
+if __name__ == "__main__":
+    main()

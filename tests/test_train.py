@@ -1,0 +1,197 @@
+"""Training loop: it learns, resumes exactly, checkpoints atomically, logs to TensorBoard."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Subset, TensorDataset
+
+import capslib
+from capslib.data import mnist
+from capslib.train import TrainConfig, fit, save_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mnist_train():
+    return mnist(train=True)
+
+
+def tiny_model() -> capslib.CapsNet:
+    """A narrow CapsNet (same structure, few channels) so CPU tests take seconds."""
+    return capslib.CapsNet(conv_channels=16, primary_types=4, primary_dim=8, class_dim=8)
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    settings = dict(
+        epochs=2,
+        batch_size=20,
+        lr=1e-3,
+        out_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+        threads=1,
+        seed=7,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(mnist_train):
+    return Subset(mnist_train, range(120)), Subset(mnist_train, range(59000, 59040))
+
+
+def test_training_smoke_on_real_digits(mnist_train, tmp_path):
+    """The default CapsNet on 1,000 real digits: loss falls, held-out accuracy far above chance."""
+    train_set, val_set = Subset(mnist_train, range(1000)), Subset(mnist_train, range(59000, 59500))
+    start = time.monotonic()
+    result = fit(None, train_set, val_set, tiny_config(tmp_path, threads=None, max_shift=0))
+    seconds = time.monotonic() - start
+    history = result["history"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] > 0.5, history  # chance is 0.1
+    assert seconds < 180, f"took {seconds:.0f}s"
+
+
+def state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    """Interrupted twice (mid-epoch and across an epoch boundary) == one uninterrupted run."""
+    train_set, val_set = tiny_data  # 120 images, batch 20: 6 batches an epoch
+    torch.manual_seed(7)
+    straight = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "straight"))
+
+    out = tmp_path / "interrupted"
+    torch.manual_seed(7)
+    fit(tiny_model(), train_set, val_set, tiny_config(out, stop_after_batches=3))
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch_index"]) == (0, 3)
+    fit(None, train_set, val_set, tiny_config(out, stop_after_batches=5), resume=True)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch_index"]) == (1, 2)
+    resumed = fit(None, train_set, val_set, tiny_config(out), resume=True)
+
+    expected, actual = state(straight["model"]), state(resumed["model"])
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in straight["history"]]
+    assert [round(h["train_loss"], 6) for h in resumed["history"]] == [
+        round(h["train_loss"], 6) for h in straight["history"]
+    ]
+
+
+def test_same_seed_same_weights_on_cpu(tiny_data, tmp_path):
+    train_set, val_set = tiny_data
+    runs = []
+    for name in ("one", "two"):
+        torch.manual_seed(3)
+        runs.append(state(fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / name, epochs=1))["model"]))
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_checkpoint_contents_and_reload(tiny_data, tmp_path):
+    train_set, val_set = tiny_data
+    torch.manual_seed(0)
+    result = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path, epochs=1))
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "config", "history", "model_config", "best_val_accuracy"):
+        assert key in last
+    assert last["config"]["seed"] == 7 and last["config"]["threads"] == 1
+    assert (tmp_path / "config.json").exists() and (tmp_path / "history.json").exists()
+    model = capslib.load_checkpoint(tmp_path / "last.pt", device="cpu")
+    assert not model.training
+    for key, value in result["model"].state_dict().items():
+        assert torch.equal(model.state_dict()[key], value.cpu()), key
+    assert capslib.load_checkpoint(tmp_path, device="cpu") is not None  # a run folder means its best.pt
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        capslib.load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a capslib training checkpoint"):
+        capslib.load_checkpoint(tmp_path / "other.pt")
+
+
+def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    save_atomic({"a": torch.ones(3)}, target)
+
+    def broken_save(obj, path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"a": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr_decay": 1.5}, {"max_shift": -1}, {"routing_iterations": 0}],
+)
+def test_bad_settings_raise(overrides, tmp_path):
+    with pytest.raises(ValueError):
+        fit(tiny_model(), config=tiny_config(tmp_path, **overrides))
+
+
+def test_unknown_setting_raises(tmp_path):
+    with pytest.raises(ValueError, match="unknown training setting 'epoch'"):
+        fit(tiny_model(), config=tiny_config(tmp_path), epoch=3)
+
+
+def test_fit_accepts_any_dataset(tmp_path):
+    """A plain TensorDataset (not torchvision) trains too."""
+    images = torch.rand(40, 1, 28, 28)
+    labels = torch.randint(0, 10, (40,))
+    data = TensorDataset(images, labels)
+    result = fit(tiny_model(), data, data, tiny_config(tmp_path, epochs=1))
+    assert len(result["history"]) == 1
+
+
+def test_tensorboard_logs(tiny_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_set, val_set = tiny_data
+    fit(tiny_model(), train_set, val_set, tiny_config(tmp_path, epochs=1, tensorboard=True))
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("loss/total", "loss/margin", "loss/reconstruction", "accuracy/train", "accuracy/val", "lr"):
+        assert tag in tags["scalars"], tags["scalars"]
+    assert "inputs_vs_reconstructions" in tags["images"]
+    assert "coupling_coefficients" in tags["histograms"]
+
+
+def test_cli_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "capslib.train", "--help"], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    for flag in (
+        "--epochs",
+        "--batch-size",
+        "--lr-decay",
+        "--routing-iterations",
+        "--no-decoder",
+        "--dataset",
+        "--device",
+        "--seed",
+        "--out",
+        "--resume",
+        "--reconstruction-weight",
+    ):
+        assert flag in out, flag

@@ -199,7 +199,7 @@ def plot_coupling(
 
     Panel 0 is the image. Panel ``r`` draws iteration ``r``'s coupling coefficients ``c_ij`` to the
     chosen class ``j`` on the image: one square per primary-grid position, placed at the centre of
-    that position's receptive field (the dashed box shows the 17x17 field of the strongest one),
+    that position's receptive field (the dashed box: the 17x17 field of the one furthest from uniform),
     its colour the mean over the ``T`` capsule types MINUS the uniform share ``1 / N_out`` (red:
     more than an equal share goes to class ``j``, blue: less). With ``weighted=True`` the mean over
     types is weighted by each vote's length ``|u_hat_{j|i}|``, so that capsules which send almost
@@ -246,8 +246,8 @@ def plot_coupling(
         ax = axes[r + 1]
         ax.imshow(picture, cmap="gray_r", vmin=0, vmax=1, alpha=0.45)
         shown = ax.imshow(grids[r], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, alpha=0.9)
-        if float(grids[r].max()) > 1e-4:  # iteration 1 is uniform: no strongest position to box
-            row, col = divmod(int(grids[r].argmax()), grid_w)
+        if float(grids[r].abs().max()) > 1e-4:  # iteration 1 is uniform: no strongest position to box
+            row, col = divmod(int(grids[r].abs().argmax()), grid_w)
             top, left, bottom, right = boxes[row, col].tolist()
             box = Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False, ls="--", lw=1)
             ax.add_patch(box)

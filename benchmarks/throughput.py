@@ -26,7 +26,7 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2) -> dict:
+def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2, amp: bool = False) -> dict:
     """Images/s of training and inference steps: ``steps`` timed iterations after ``warmup`` untimed ones."""
     torch.manual_seed(0)
     model = capslib.CapsNet().to(device)
@@ -34,8 +34,12 @@ def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2) 
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+
     def train_step():
-        output = model(x, y)
+        with autocast():
+            output = model(x, y)
         loss, _, _ = total_loss(output, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -43,7 +47,8 @@ def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2) 
 
     @torch.no_grad()
     def infer_step():
-        model(x)
+        with autocast():
+            model(x)
 
     results = {}
     for name, step, mode in (("train", train_step, True), ("inference", infer_step, False)):
@@ -65,15 +70,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--steps", type=int, default=10, help="timed iterations of each kind")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = capslib.get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    r = measure(device, args.batch_size, args.steps)
+    r = measure(device, args.batch_size, args.steps, amp=args.amp)
     epoch_seconds = 55_000 / r["train"] + 5_000 / r["inference"]
-    print(f"batch {args.batch_size}: training {r['train']:.1f} images/s, inference {r['inference']:.1f} images/s")
+    precision = "bf16 autocast" if args.amp else "fp32"
+    print(
+        f"batch {args.batch_size} ({precision}): training {r['train']:.1f} images/s, "
+        f"inference {r['inference']:.1f} images/s"
+    )
     print(f"one epoch (55,000 train + 5,000 validation images): about {epoch_seconds / 60:.1f} min")
     return {**r, "epoch_seconds": epoch_seconds}
 

@@ -226,8 +226,9 @@ def split_train_val(dataset: Dataset, val_size: int = 5000) -> tuple[Subset, Sub
 def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """All of a dataset as ``(images (N, C, H, W) float in [0, 1], labels (N,) int64)``.
 
-    Fast for torchvision's MNIST family (and ``Subset`` s of them), which keep every image in a
-    uint8 tensor ``.data``; any other dataset is read item by item.
+    Fast for torchvision's MNIST family (and ``Subset`` s of them) with the default ``ToTensor``
+    transform, which keep every image in a uint8 tensor ``.data``; any other dataset, or one with
+    another transform, is read item by item (so its transform is applied).
     """
     indices = None
     base = dataset
@@ -236,7 +237,17 @@ def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         indices = idx if indices is None else idx[indices]
         base = base.dataset
     data, targets = getattr(base, "data", None), getattr(base, "targets", None)
-    if isinstance(data, torch.Tensor) and data.dtype == torch.uint8 and data.dim() == 3 and targets is not None:
+    transform, target_transform = getattr(base, "transform", None), getattr(base, "target_transform", None)
+    # The fast path reads pixels directly, so it is only right when the dataset's own transform is
+    # the default ToTensor (or none); any other transform is honoured item by item below.
+    plain = (transform is None or type(transform).__name__ == "ToTensor") and target_transform is None
+    if (
+        plain
+        and isinstance(data, torch.Tensor)
+        and data.dtype == torch.uint8
+        and data.dim() == 3
+        and targets is not None
+    ):
         images = data if indices is None else data[indices]
         labels = torch.as_tensor(targets if indices is None else torch.as_tensor(targets)[indices])
         return images.unsqueeze(1).float().div_(255.0), labels.long()  # (N, 1, H, W), (N,)

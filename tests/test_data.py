@@ -353,3 +353,14 @@ def test_to_tensors_generic_dataset():
     images, labels = data.to_tensors(_PlainDataset())
     assert torch.equal(images, _PlainDataset().images)
     assert labels.tolist() == [0, 1, 2, 0, 1] and labels.dtype == torch.int64
+
+
+def test_to_tensors_honours_a_custom_transform(mnist_test):
+    """A dataset with its own transform is not read through the raw-pixel fast path."""
+    from torchvision import transforms
+
+    inverted = data.mnist(train=False, transform=transforms.Compose([transforms.ToTensor(), lambda t: 1.0 - t]))
+    images, labels = data.to_tensors(Subset(inverted, range(3)))
+    plain, plain_labels = data.to_tensors(Subset(mnist_test, range(3)))
+    torch.testing.assert_close(images, 1.0 - plain)
+    assert torch.equal(labels, plain_labels)

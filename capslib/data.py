@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .utils import atomic_write
+
 __all__ = [
     "DATA_ENV",
     "DATASETS",
@@ -125,15 +127,12 @@ def _unpack(source: Path, raw_dir: Path) -> None:
         return
     _verify_checksums(source)
     for name in missing:
-        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, gzip.open(source / f"{name}.gz", "rb") as src:
+
+        def gunzip(tmp: str, name: str = name) -> None:
+            with open(tmp, "wb") as out, gzip.open(source / f"{name}.gz", "rb") as src:
                 shutil.copyfileobj(src, out)
-            os.replace(tmp, raw_dir / name)  # atomic: a reader never sees half a file
-            os.chmod(raw_dir / name, 0o644)  # mkstemp makes 0600 files
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(raw_dir / name, gunzip, suffix=".part")
 
 
 def _find_source(candidates: list[Path], what: str) -> Path:

@@ -8,15 +8,13 @@ and ``capsnet_mnist.json``, its model card (how it was trained and what it measu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .data import data_dir
 from .model import CapsNet
-from .utils import get_device
+from .utils import atomic_write, get_device
 
 __all__ = ["PRETRAINED_NAME", "pretrained_dir", "load_pretrained", "load_checkpoint", "save_pretrained", "model_card"]
 
@@ -104,18 +102,5 @@ def save_pretrained(model: CapsNet, directory: str | Path, card: dict, name: str
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
     card = {**card, "model_config": {**model.config, "routing_iterations": model.routing_iterations}}
-    for suffix, write in (
-        (".pt", lambda tmp: torch.save(state, tmp)),
-        (".json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n")),
-    ):
-        target = directory / f"{name}{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-            os.chmod(target, 0o644)  # mkstemp makes 0600 files
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return directory / f"{name}.pt"
+    atomic_write(directory / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    return atomic_write(directory / f"{name}.pt", lambda tmp: torch.save(state, tmp))

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .data import load_dataset, random_shift, split_train_val, to_tensors
 from .functional import margin_loss, reconstruction_loss
-from .utils import get_device, seed_everything
+from .utils import atomic_write, get_device, seed_everything
 
 __all__ = ["TrainConfig", "fit", "total_loss", "save_atomic", "main"]
 
@@ -101,24 +99,11 @@ def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstructio
 
 def save_atomic(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-        os.chmod(path, 0o644)  # mkstemp makes 0600 files
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _write_json_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
 @torch.no_grad()

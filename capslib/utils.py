@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device"]
+__all__ = ["seed_everything", "get_device", "atomic_write"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -40,3 +43,23 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' was asked for, but Apple MPS is not available on this machine")
     return chosen
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Create ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, then a rename.
+
+    A reader (or a crash) never sees half a file: either the old file or the new one. The file
+    gets mode 0644 (``mkstemp`` makes 0600 files) before it appears under its name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,354 @@
+"""Pure plotting functions for notebooks 01-04: tensors in, a matplotlib figure or axes out.
+
+Each function draws from its arguments only (no model calls, no globals), so a notebook can call
+it once statically and then wrap it in :func:`capslib.widgets.interactive_plot`. Functions that
+draw one panel take ``ax=None`` and return the axes; functions that draw several panels make
+their own figure and return it. Every panel has a title and labelled axes. Signed values get a
+diverging colour map centred on zero (``RdBu_r``), non-negative ones a sequential one.
+
+Tensors may live on any device and carry gradients; they are detached and moved to the CPU here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = [
+    "plot_digit",
+    "plot_images",
+    "plot_filters",
+    "plot_feature_maps",
+    "plot_capsule_anatomy",
+    "plot_squash",
+    "plot_capsule_grid",
+    "plot_routing_iterations",
+    "plot_margin_loss",
+    "plot_loss_comparison",
+]
+
+DIVERGING = "RdBu_r"  # signed values: weights, agreements (red > 0, blue < 0, white = 0)
+SEQUENTIAL = "viridis"  # non-negative values: activations, lengths, coupling coefficients
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def _image2d(image) -> np.ndarray:
+    """``(1, H, W)`` or ``(H, W)`` -> ``(H, W)`` numpy array."""
+    array = _np(image)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"expected an image of shape (1, H, W) or (H, W), got {array.shape}")
+    return array
+
+
+def _grid(n: int, ncols: int, panel: float = 1.2, extra_height: float = 0.6):
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + extra_height), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def _no_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_digit(image, title: str = "MNIST digit", ax=None, pixel_grid: bool = False):
+    """Draw one image ``(1, H, W)`` or ``(H, W)`` with values in [0, 1]; returns the axes.
+
+    With ``pixel_grid`` the axes are labelled in pixels (column x, row y) with ticks every 4 px.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3.2))
+    array = _image2d(image)
+    shown = ax.imshow(array, cmap="gray_r", vmin=0.0, vmax=1.0)
+    ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="intensity")
+    ax.set_xticks(range(0, array.shape[1], 4) if pixel_grid else [])
+    ax.set_yticks(range(0, array.shape[0], 4) if pixel_grid else [])
+    ax.set_xlabel("column x (pixels)")
+    ax.set_ylabel("row y (pixels)")
+    ax.set_title(title)
+    return ax
+
+
+def plot_images(images, captions=None, title: str = "Images", ncols: int = 8, cmap: str = "gray_r"):
+    """Draw a batch ``(B, 1, H, W)`` (or ``(B, H, W)``) in [0, 1] as a grid; returns the figure.
+
+    ``captions``: optional list of ``B`` strings written above each image.
+    """
+    array = _np(images)
+    if array.ndim == 4:
+        array = array[:, 0]
+    if array.ndim != 3:
+        raise ValueError(f"expected images of shape (B, 1, H, W) or (B, H, W), got {array.shape}")
+    fig, axes = _grid(len(array), ncols, panel=1.3)
+    for k, (ax, image) in enumerate(zip(axes, array, strict=False)):
+        ax.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
+        _no_ticks(ax)
+        if captions is not None:
+            ax.set_title(captions[k], fontsize=8)
+    fig.suptitle(f"{title}\n(each panel: pixels, x = column, y = row)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_filters(weight, title: str = "Conv1 filters", ncols: int = 16):
+    """Draw convolution filters ``(F, 1, k, k)`` in a diverging map, each scaled to its own range.
+
+    White is 0; red pixels raise the filter's response where the image is bright, blue ones lower
+    it. Returns the figure.
+    """
+    array = _np(weight)
+    if array.ndim != 4 or array.shape[1] != 1:
+        raise ValueError(f"expected filters of shape (F, 1, k, k), got {array.shape}")
+    fig, axes = _grid(len(array), ncols, panel=0.75, extra_height=0.9)
+    for k, (ax, kernel) in enumerate(zip(axes, array[:, 0], strict=False)):
+        limit = np.abs(kernel).max() or 1.0
+        ax.imshow(kernel, cmap=DIVERGING, vmin=-limit, vmax=limit)
+        _no_ticks(ax)
+        ax.set_title(str(k), fontsize=6, pad=1)
+    fig.suptitle(f"{title} (filter index above; x, y = kernel column, row; red > 0 > blue)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_maps(maps, indices=None, title: str = "Feature maps", ncols: int = 8):
+    """Draw feature maps ``(F, H', W')`` (non-negative, after ReLU) on one shared colour scale.
+
+    ``indices``: optional labels (e.g. the filter numbers) for the ``F`` panels. Returns the figure.
+    """
+    array = _np(maps)
+    if array.ndim != 3:
+        raise ValueError(f"expected feature maps of shape (F, H', W'), got {array.shape}")
+    labels = list(range(len(array))) if indices is None else [int(i) for i in indices]
+    fig, axes = _grid(len(array), ncols, panel=1.25, extra_height=0.9)
+    vmax = array.max() or 1.0
+    shown = None
+    for ax, feature, label in zip(axes, array, labels, strict=False):
+        shown = ax.imshow(feature, cmap=SEQUENTIAL, vmin=0.0, vmax=vmax)
+        _no_ticks(ax)
+        ax.set_title(f"filter {label}", fontsize=7, pad=2)
+    fig.suptitle(f"{title} (x, y = output column, row)", fontsize=10)
+    fig.tight_layout()
+    fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.02, label="activation (ReLU)")
+    return fig
+
+
+def plot_capsule_anatomy(primary_out, capsule: int, capsule_dim: int = 8, title: str | None = None):
+    """Show which numbers of the primary convolution's output form capsule ``n``.
+
+    Args:
+        primary_out: ``(T * D_in, H', W')`` output of the primary-capsule convolution for ONE
+            image (``(256, 6, 6)`` for MNIST), before squashing.
+        capsule: ``n`` in ``[0, T * H' * W')``; capsule ``n = t * H'W' + row * W' + col`` is made of
+            channels ``t * D_in .. t * D_in + D_in - 1`` at position ``(row, col)``.
+        capsule_dim: ``D_in``.
+
+    Returns:
+        The figure: the channels x positions matrix with the capsule outlined, the type-``t``
+        grid with its position marked, and the capsule's ``D_in`` components.
+    """
+    array = _np(primary_out)
+    channels, height, width = array.shape
+    num_types = channels // capsule_dim
+    if not 0 <= capsule < num_types * height * width:
+        raise ValueError(f"capsule must lie in [0, {num_types * height * width}), got {capsule}")
+    t, position = divmod(capsule, height * width)
+    row, col = divmod(position, width)
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    matrix = array.reshape(channels, height * width)  # (T*D_in, H'*W')
+    limit = np.abs(matrix).max() or 1.0
+    shown = ax0.imshow(matrix, cmap=DIVERGING, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    fig.colorbar(shown, ax=ax0, fraction=0.05, label="pre-squash value")
+    ax0.add_patch(plt.Rectangle((position - 0.5, t * capsule_dim - 0.5), 1, capsule_dim, fill=False, ec="k", lw=2))
+    ax0.set_xlabel(f"position row * {width} + col")
+    ax0.set_ylabel(f"channel t * {capsule_dim} + d")
+    ax0.set_title(f"primary conv output ({channels}, {height}x{width})")
+    type_map = np.linalg.norm(array.reshape(num_types, capsule_dim, height, width)[t], axis=0)  # (H', W')
+    shown = ax1.imshow(type_map, cmap=SEQUENTIAL, vmin=0.0)
+    fig.colorbar(shown, ax=ax1, fraction=0.046, label="|raw capsule| (before squash)")
+    ax1.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    ax1.set_xlabel("col")
+    ax1.set_ylabel("row")
+    ax1.set_title(f"type t={t}: one capsule per grid cell")
+    vector = matrix[t * capsule_dim : (t + 1) * capsule_dim, position]  # (D_in,)
+    ax2.bar(range(capsule_dim), vector, color=np.where(vector >= 0, "tab:red", "tab:blue"))
+    ax2.axhline(0.0, color="k", lw=0.8)
+    ax2.set_xlabel("component d")
+    ax2.set_ylabel("value")
+    ax2.set_title(f"capsule n={capsule}: channels {t * capsule_dim}-{(t + 1) * capsule_dim - 1} at ({row}, {col})")
+    fig.suptitle(title or f"Capsule n = {t}*{height * width} + {row}*{width} + {col} = {capsule}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_squash(max_length: float = 6.0, ax=None):
+    """Eq. 1 as a curve: output length ``|s|^2 / (1 + |s|^2)`` against input length ``|s|``; returns axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    norm = np.linspace(0.0, max_length, 400)
+    ax.plot(norm, norm**2 / (1 + norm**2), label="squash: |s|^2 / (1 + |s|^2)")
+    ax.plot(norm, np.minimum(norm, 1.0), "--", color="gray", label="identity, capped at 1")
+    ax.axhline(1.0, color="k", lw=0.6)
+    ax.set_xlabel("input length |s|")
+    ax.set_ylabel("output length |v|")
+    ax.set_title("Squash keeps the direction and maps lengths into [0, 1)")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def plot_capsule_grid(values, grid: tuple[int, int] = (6, 6), title: str = "Capsule lengths", label: str = "length"):
+    """Draw one value per primary capsule on its type's grid: ``T`` small ``H' x W'`` maps.
+
+    Args:
+        values: ``(N_in,)`` with ``N_in = T * H' * W'`` in PrimaryCaps order
+            ``n = t * H'W' + row * W' + col`` (e.g. capsule lengths, or agreements).
+        grid: ``(H', W')``.
+        label: colour-bar label.
+
+    Non-negative values use a sequential map stretched over their range (read the colour bar:
+    a trained model's primary capsules are mostly long); signed ones a diverging map centred on 0.
+    Returns the figure.
+    """
+    array = _np(values)
+    height, width = grid
+    if array.ndim != 1 or array.size % (height * width):
+        raise ValueError(f"expected values (N_in,) with N_in a multiple of {height * width}, got shape {array.shape}")
+    types = array.reshape(-1, height, width)  # (T, H', W'): capsule n -> [t, row, col]
+    if array.min() < 0:
+        cmap, vmax = DIVERGING, np.abs(array).max() or 1.0
+        vmin = -vmax
+    else:
+        cmap, vmin, vmax = SEQUENTIAL, float(array.min()), float(array.max())
+    fig, axes = _grid(len(types), 8, panel=1.15, extra_height=0.8)
+    shown = None
+    for t, (ax, type_map) in enumerate(zip(axes, types, strict=False)):
+        shown = ax.imshow(type_map, cmap=cmap, vmin=vmin, vmax=vmax)
+        _no_ticks(ax)
+        ax.set_title(f"type {t}", fontsize=7, pad=2)
+    fig.suptitle(f"{title} (one {height}x{width} grid per capsule type; x = col, y = row)", fontsize=10)
+    fig.tight_layout()
+    fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.02, label=label)
+    return fig
+
+
+def plot_routing_iterations(trace, example: int = 0, target: int | None = None, title: str = "Dynamic routing"):
+    """How routing changes the outputs and the coupling coefficients, iteration by iteration.
+
+    Args:
+        trace: list of ``R`` :class:`capslib.RoutingStep` (``c`` ``(B, N_in, N_out)``, ``v``
+            ``(B, N_out, D_out)``), e.g. ``dynamic_routing(u_hat, R, return_trace=True).trace``.
+        example: which example of the batch to draw.
+        target: the class to follow in the histogram (default: the longest capsule after the
+            last iteration).
+
+    Returns:
+        The figure: output lengths ``|v_j|`` per iteration; mean coupling ``mean_i c_ij`` per
+        iteration and class; the distribution over input capsules of ``c_i,target``.
+    """
+    lengths = np.stack([np.linalg.norm(_np(step.v[example]), axis=-1) for step in trace])  # (R, N_out)
+    coupling = np.stack([_np(step.c[example]) for step in trace])  # (R, N_in, N_out)
+    num_iterations, num_out = lengths.shape
+    target = int(lengths[-1].argmax()) if target is None else target
+    iterations = np.arange(1, num_iterations + 1)
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
+    colours = plt.get_cmap("tab10")
+    for j in range(num_out):
+        ax0.plot(iterations, lengths[:, j], marker="o", ms=3, color=colours(j % 10), lw=3 if j == target else 1,
+                 label=str(j))  # fmt: skip
+    ax0.set_ylim(0.0, 1.0)
+    ax0.set_xticks(iterations)
+    ax0.set_xlabel("routing iteration r")
+    ax0.set_ylabel("output length |v_j|")
+    ax0.set_title(f"Output lengths (class {target} bold)")
+    ax0.legend(title="class j", fontsize=7, ncol=2, loc="best")
+    mean_c = coupling.mean(axis=1)  # (R, N_out)
+    shown = ax1.imshow(mean_c, cmap=SEQUENTIAL, aspect="auto",
+                       extent=(-0.5, num_out - 0.5, num_iterations + 0.5, 0.5))  # fmt: skip
+    fig.colorbar(shown, ax=ax1, label="mean over i of c_ij (colours span the range)")
+    if mean_c.size <= 100:  # small enough to write every value in
+        for (r, j), value in np.ndenumerate(mean_c):
+            ax1.text(j, r + 1, f"{value:.3f}"[1:], ha="center", va="center", fontsize=6, color="w")
+    ax1.set_xticks(range(num_out))
+    ax1.set_yticks(iterations)
+    ax1.set_xlabel("output capsule j (class)")
+    ax1.set_ylabel("routing iteration r")
+    ax1.set_title("Mean coupling to each class")
+    bins = np.linspace(0.0, 1.0, 41)
+    for r in range(num_iterations):
+        shade = plt.get_cmap("plasma")(r / max(1, num_iterations - 1) * 0.85)
+        ax2.hist(coupling[r, :, target], bins=bins, histtype="step", lw=1.5, color=shade, label=f"r={r + 1}")
+    ax2.axvline(1.0 / num_out, color="gray", ls="--", lw=1, label="uniform 1/N_out")
+    ax2.set_yscale("log")
+    ax2.set_xlabel(f"c_i,{target} (coupling of input capsule i to class {target})")
+    ax2.set_ylabel("number of input capsules i")
+    ax2.set_title(f"Coupling coefficients to class {target}")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{title}: {num_iterations} iteration(s), example {example}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_margin_loss(m_plus: float = 0.9, m_minus: float = 0.1, lambda_: float = 0.5, ax=None):
+    """Eq. 4 for one class against its capsule length ``|v_k|`` in [0, 1]; returns the axes.
+
+    Present class (``T_k = 1``): ``max(0, m+ - |v|)^2``; absent class (``T_k = 0``):
+    ``lambda * max(0, |v| - m-)^2``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    length = np.linspace(0.0, 1.0, 401)
+    present = np.clip(m_plus - length, 0.0, None) ** 2
+    absent = lambda_ * np.clip(length - m_minus, 0.0, None) ** 2
+    ax.plot(length, present, color="tab:green", lw=2, label="class present (T_k = 1)")
+    ax.plot(length, absent, color="tab:red", lw=2, label=f"class absent (T_k = 0), x lambda = {lambda_:.2f}")
+    ax.axvline(m_plus, color="tab:green", ls="--", lw=1, label=f"m+ = {m_plus:.2f}")
+    ax.axvline(m_minus, color="tab:red", ls="--", lw=1, label=f"m- = {m_minus:.2f}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, max(1.0, float(present.max()), float(absent.max())) * 1.05)
+    ax.set_xlabel("capsule length |v_k|")
+    ax.set_ylabel("loss L_k")
+    ax.set_title("Margin loss of one class")
+    ax.legend(fontsize=8, loc="upper center")
+    return ax
+
+
+def plot_loss_comparison(m_plus: float = 0.9):
+    """Margin loss vs cross-entropy: loss and gradient against the true class's score.
+
+    For cross-entropy the score is the softmax probability ``p`` of the true class (loss
+    ``-log p``); for the margin loss it is the capsule length ``|v|`` (loss ``max(0, m+ - |v|)^2``).
+    Returns the figure.
+    """
+    score = np.linspace(0.005, 1.0, 400)
+    margin = np.clip(m_plus - score, 0.0, None) ** 2
+    margin_grad = -2.0 * np.clip(m_plus - score, 0.0, None)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax0.plot(score, -np.log(score), color="tab:purple", lw=2, label="cross-entropy -log p")
+    ax0.plot(score, margin, color="tab:green", lw=2, label="margin loss, present class")
+    ax0.axvline(m_plus, color="tab:green", ls="--", lw=1, label=f"m+ = {m_plus:.2f}")
+    ax0.set_ylim(0.0, 3.0)
+    ax0.set_xlabel("score of the true class (p for cross-entropy, |v| for margin)")
+    ax0.set_ylabel("loss")
+    ax0.set_title("Loss: cross-entropy is 0 only at p = 1")
+    ax0.legend(fontsize=8)
+    ax1.plot(score, -1.0 / score, color="tab:purple", lw=2, label="d(-log p)/dp = -1/p")
+    ax1.plot(score, margin_grad, color="tab:green", lw=2, label="d margin / d|v|")
+    ax1.axhline(0.0, color="k", lw=0.6)
+    ax1.set_ylim(-5.0, 0.5)
+    ax1.set_xlabel("score of the true class")
+    ax1.set_ylabel("gradient")
+    ax1.set_title("Gradient: the margin loss stops pushing at m+")
+    ax1.legend(fontsize=8)
+    fig.suptitle(f"Present class: margin loss (m+ = {m_plus:.2f}) vs cross-entropy")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,119 @@
+"""Every notebook runs headlessly in fast mode, without errors, and with every widget driven.
+
+Each notebook in ``notebooks/`` is executed with nbclient on a temporary copy of the folder, with
+``CAPSNET_FAST=1`` and matplotlib's default (inline) backend. A final cell is appended that moves
+every slider registered through :func:`capslib.widgets.interactive_plot` to another value and
+back (:func:`capslib.widgets.exercise_widgets`); it raises if any widget callback raised, because
+ipywidgets would otherwise swallow the error into the widget's output area.
+
+The structure tests check the layout the series promises (STYLE.md, convention 10 and 11).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+LAST_NUMBER = 8  # the series ends with 08_build_your_own
+WITH_SLIDERS = {3, 4, 6, 7}  # notebooks the series promises sliders in
+WIDGET_CELL = 'import capslib.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
+ids = [path.stem for path in NOTEBOOKS]
+
+
+def number(path: Path) -> int:
+    return int(path.name[:2])
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def markdown(nb) -> str:
+    return "\n\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def errors_in(outputs) -> list[str]:
+    """The ``error`` outputs of a list of outputs, as ``ename: evalue`` strings."""
+    return [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
+
+
+def widget_state_errors(nb) -> list[str]:
+    """Errors stored in the state of Output widgets (where ipywidgets puts callback exceptions)."""
+    found = []
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for model in state.values():
+        found += errors_in(model.get("state", {}).get("outputs", []))
+    return found
+
+
+def test_series_exists():
+    assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
+    numbers = [number(p) for p in NOTEBOOKS]
+    assert len(numbers) == len(set(numbers)), f"two notebooks share a number: {[p.name for p in NOTEBOOKS]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_structure(path):
+    nb = read(path)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "kernel must be python3"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), "the first cell must be the title"
+
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"expected exactly one cell tagged 'parameters', found {len(tagged)}"
+    assert tagged[0].cell_type == "code" and "CAPSNET_FAST" in tagged[0].source
+
+    text = markdown(nb)
+    for heading in ("Setup", "Summary", "Exercises"):
+        assert re.search(rf"^#+ .*{heading}", text, flags=re.MULTILINE), f"no '{heading}' heading"
+    assert re.search(r"learning goals", text, flags=re.IGNORECASE), "no learning goals"
+    assert re.search(r"^#+ .*Solutions", text, flags=re.MULTILINE) or any(
+        c.get("metadata", {}).get("jupyter", {}).get("source_hidden") for c in nb.cells if c.cell_type == "code"
+    ), "exercises need solutions: a collapsed cell or a Solutions section"
+
+    k = number(path)
+    links = re.findall(r"\]\(([^)\s]+\.ipynb)\)", text)
+    for neighbour in ([k - 1] if k > 1 else []) + ([k + 1] if k < LAST_NUMBER else []):
+        targets = [link for link in links if link.startswith(f"{neighbour:02d}_")]
+        assert targets, f"no link to notebook {neighbour:02d}"
+        if any(number(p) == neighbour for p in NOTEBOOKS):  # the neighbour exists: the link must name it
+            for target in targets:
+                assert (NOTEBOOK_DIR / target).exists(), f"link to {target}, which does not exist"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
+    workdir = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOK_DIR, workdir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    nb = read(workdir / path.name)
+    nb.cells.append(nbformat.v4.new_code_cell(WIDGET_CELL))
+
+    monkeypatch.setenv("CAPSNET_FAST", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # import this checkout's capslib
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as for a reader
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    found = [e for cell in nb.cells if cell.cell_type == "code" for e in errors_in(cell.get("outputs", []))]
+    found += widget_state_errors(nb)
+    assert not found, f"{path.name} produced errors: {found}"
+
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
+    match = re.search(r"widget moves (\d+)", printed)
+    assert match, f"the widget cell printed no count: {printed!r}"
+    moves = int(match.group(1))
+    source = "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code")
+    if number(path) in WITH_SLIDERS or "interactive_plot(" in source:
+        assert moves > 0, f"{path.name} should have sliders, but no control was registered and moved"

@@ -1,0 +1,248 @@
+"""The notebooks' sliders in a real JupyterLab, driven by a real (headless) Chromium.
+
+For every notebook with sliders (made by :func:`capslib.widgets.interactive_plot`), as a reader
+would: open it in JupyterLab, Run > Run All Cells (fast mode), wait until every code cell has an
+execution count and the kernel is idle, check that the widget panel rendered with a figure, then
+move one slider with the keyboard (ArrowRight, End) and with the mouse (drag the handle), and after
+each move wait until the kernel has settled and check that the slider's value and the figure both
+changed. At the end no cell and no widget output may hold an error. Screenshots of the panel (its
+controls and figure) before and after the moves go to ``$CAPSNET_SCREENSHOTS`` or a temporary
+folder, printed at the end of the run.
+
+Run alone with ``pytest -m browser``; ``scripts/readme_screenshots.sh`` refreshes the README's
+screenshots from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_ALL_TIMEOUT = 300  # seconds for Run All Cells of one fast-mode notebook on a busy 2-core machine
+SETTLE_TIMEOUT = 60  # seconds for one slider move to be redrawn
+QUIET = 1.5  # seconds the kernel must stay idle and the figure unchanged to count as settled
+VIEWPORT = {"width": 1400, "height": 1000}
+
+# The slider each notebook's test moves (by its description) and where along its track the drag
+# ends (0: minimum, 1: maximum); notebooks not listed: the first slider of their last panel.
+SLIDER_OF = {
+    "03_dynamic_routing": ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
+    "06_coupling_coefficients": ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
+    "07_capsule_dimensions": ("d0", 0.1),  # first of the 16 capsule-dimension sliders: +0.25 -> -0.20
+}
+DEFAULT_DRAG_TO = 0.3
+
+
+def notebooks_with_sliders() -> list[str]:
+    """Stems of the notebooks whose code makes an ``interactive_plot`` with a slider."""
+    found = []
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text()).get("cells", [])
+        code = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+        if "interactive_plot(" in code and "Slider(" in code:
+            found.append(path.stem)
+    return found
+
+
+NOTEBOOKS = notebooks_with_sliders()
+
+# Kernel status and execution progress, read from JupyterLab's own models (window.jupyterapp is
+# exposed by --LabApp.expose_app_in_browser). Empty code cells are never executed, so not counted.
+STATE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.content.model || !panel.sessionContext) return null;
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  const cells = panel.content.model.cells;
+  let total = 0, executed = 0;
+  const errors = [];
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code' || !cell.sharedModel.getSource().trim()) continue;
+    total++;
+    if (cell.executionCount) executed++;
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const out = cell.outputs.get(j).toJSON();
+      if (out.output_type === 'error') errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
+    }
+  }
+  const running = [...document.querySelectorAll('.jp-InputPrompt')].filter(p => p.textContent.includes('*')).length;
+  return {status: kernel ? kernel.status : 'no kernel', total, executed, running, errors};
+}"""
+
+# Error text anywhere on the page: stderr/error outputs with a traceback or an exception name,
+# anything with 'Error' inside a widget's output area, widgets that failed to render.
+ERRORS_JS = """() => {
+  const found = [];
+  const stderr = '[data-mime-type="application/vnd.jupyter.stderr"]';
+  for (const el of document.querySelectorAll(`.jp-OutputArea-output${stderr}, .jp-RenderedText${stderr}`)) {
+    if (/Traceback|\\w*Error\\b/.test(el.textContent)) found.push('stderr: ' + el.textContent.slice(0, 1500));
+  }
+  for (const el of document.querySelectorAll('.widget-output')) {
+    if (/Error|Traceback/.test(el.textContent)) found.push('widget output: ' + el.textContent.slice(0, 1500));
+  }
+  for (const el of document.querySelectorAll('.jp-OutputArea-output')) {
+    if (/Error displaying widget|model not found|Failed to load model/i.test(el.textContent))
+      found.push('widget rendering: ' + el.textContent.slice(0, 300));
+  }
+  return [...new Set(found)];
+}"""
+
+
+def kernel_state(page) -> dict:
+    state = page.evaluate(STATE_JS)
+    return state or {"status": "no notebook", "total": 0, "executed": 0, "running": 0, "errors": []}
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``condition()`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def run_all_cells(page, name: str) -> dict:
+    """Run > Run All Cells, then wait until every code cell ran and the kernel is idle."""
+    page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    start = time.monotonic()
+
+    def finished():
+        state = kernel_state(page)
+        if state["errors"]:
+            pytest.fail(f"{name}: a cell raised during Run All: {state['errors']}")
+        done = state["total"] > 0 and state["executed"] == state["total"] and state["running"] == 0
+        return state if done and state["status"] == "idle" else None
+
+    state = wait_for(finished, RUN_ALL_TIMEOUT, f"{name}: Run All Cells to finish")
+    state["seconds"] = round(time.monotonic() - start, 1)
+    return state
+
+
+def figure_src(panel) -> str:
+    """The ``src`` (a base64 PNG) of the figure in the panel's output area ('' while redrawing)."""
+    images = panel.locator(".widget-output img")
+    return (images.first.get_attribute("src") or "") if images.count() else ""
+
+
+def settle(page, panel, slider, previous_src: str, name: str) -> str:
+    """Wait until the kernel is idle and the figure is present and unchanged for ``QUIET`` seconds.
+
+    Returns the settled figure's ``src``; fails if it never differs from ``previous_src``.
+    """
+    time.sleep(0.3)  # let the new value reach the kernel before its status is trusted
+    stable_since, last_src = None, None
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        src, idle = figure_src(panel), kernel_state(page)["status"] == "idle"
+        if idle and src and src == last_src:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since >= QUIET and src != previous_src:
+                return src
+        else:
+            stable_since = None
+        last_src = src
+        time.sleep(0.25)
+    value = slider.locator(".widget-readout").text_content()
+    pytest.fail(f"{name}: the figure did not change (or did not settle) within {SETTLE_TIMEOUT} s; slider at {value}")
+
+
+def readout(slider) -> str:
+    return (slider.locator(".widget-readout").text_content() or "").strip()
+
+
+def find_panel(page, name: str):
+    """The widget panel of ``name`` (an interactive_plot VBox) and the slider this test moves."""
+    label = SLIDER_OF.get(name, (None, None))[0]
+    panels = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-slider"))
+    wait_for(lambda: panels.count() > 0, 60, f"{name}: a widget panel with a slider to render")
+    if label is None:
+        panel = panels.last
+        slider = panel.locator(".widget-slider").first
+    else:
+        exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
+        has_label = page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=exact))
+        panel = panels.filter(has=has_label).last
+        wait_for(lambda: panel.count() > 0, 60, f"{name}: a panel with the slider {label!r}")
+        slider = panel.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=exact)).first
+    wait_for(lambda: figure_src(panel).startswith("data:image/png"), 60, f"{name}: the panel's figure")
+    return panel, slider
+
+
+def screenshot(panel, path: Path) -> None:
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(path), animations="disabled", caret="hide")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
+    assert (lab.root_dir / f"{name}.ipynb").exists()
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.set_default_timeout(60_000)
+    try:
+        # a fresh workspace per notebook: nothing restored from the previous test's tabs
+        page.goto(lab.url(f"/lab/workspaces/{name}/tree/{name}.ipynb?reset"), wait_until="domcontentloaded")
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first.wait_for(timeout=120_000)
+        wait_for(lambda: kernel_state(page)["status"] == "idle", 120, f"{name}: the kernel to start")
+        if page.locator("#jp-left-stack").is_visible():
+            page.keyboard.press("Control+b")  # hide the file browser: the notebook gets the width
+
+        state = run_all_cells(page, name)
+        print(f"{name}: {state['executed']} code cells ran in {state['seconds']} s")
+
+        panel, slider = find_panel(page, name)
+        assert panel.locator(".jupyter-widgets").count() > 0
+        handle = slider.locator(".noUi-handle")
+        src = figure_src(panel)
+        screenshot(panel, screenshot_dir / f"{name}_before.png")
+
+        moves = []
+        # keyboard: focus the handle as Tab would, one step right, then to the maximum
+        for key in ("ArrowRight", "End"):
+            before = readout(slider)
+            handle.focus()
+            page.keyboard.press(key)
+            wait_for(lambda b=before: readout(slider) != b, 10, f"{name}: {key} to move the slider from {before}")
+            src = settle(page, panel, slider, src, f"{name} after {key}")
+            moves.append(f"{key}: {before} -> {readout(slider)}")
+
+        # mouse: drag the handle along the track (redraws while dragging, or on release)
+        before = readout(slider)
+        handle.scroll_into_view_if_needed()
+        grip, track = handle.bounding_box(), slider.locator(".noUi-target").bounding_box()
+        y = grip["y"] + grip["height"] / 2
+        page.mouse.move(grip["x"] + grip["width"] / 2, y)
+        page.mouse.down()
+        drag_to = SLIDER_OF.get(name, (None, DEFAULT_DRAG_TO))[1]
+        page.mouse.move(track["x"] + drag_to * track["width"], y, steps=6)
+        page.mouse.up()
+        wait_for(lambda: readout(slider) != before, 10, f"{name}: the drag to move the slider from {before}")
+        src = settle(page, panel, slider, src, f"{name} after the drag")
+        moves.append(f"drag: {before} -> {readout(slider)}")
+        print(f"{name}: {'; '.join(moves)}")
+
+        screenshot(panel, screenshot_dir / f"{name}_after.png")
+        errors = page.evaluate(ERRORS_JS) + kernel_state(page)["errors"]
+        assert not errors, f"{name}: error output after the slider moves:\n" + "\n".join(errors)
+        assert not page_errors, f"{name}: uncaught exceptions in the page: {page_errors}"
+    except BaseException:
+        page.screenshot(path=str(screenshot_dir / f"{name}_FAILED.png"))  # the whole page, to see why
+        raise
+    finally:
+        context.close()
+        lab.shutdown_kernels()  # frees the CPU and memory for the next notebook

@@ -35,7 +35,9 @@ VIEWPORT = {"width": 1400, "height": 1000}
 SLIDER_OF = {
     "03_dynamic_routing": ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
     "06_coupling_coefficients": ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
-    "07_capsule_dimensions": ("d0", 0.1),  # first of the 16 capsule-dimension sliders: +0.25 -> -0.20
+    # the capsule-dimension slider of the dimension with the largest effect (the notebook prints
+    # "dimensions by effect: [...]"; d0 if it does not): +0.25 -> -0.20
+    "07_capsule_dimensions": ("d{dimensions by effect: [}", 0.1),
 }
 DEFAULT_DRAG_TO = 0.3
 
@@ -139,13 +141,17 @@ def figure_src(panel) -> str:
 def settle(page, panel, slider, previous_src: str, name: str) -> str:
     """Wait until the kernel is idle and the figure is present and unchanged for ``QUIET`` seconds.
 
-    Returns the settled figure's ``src``; fails if it never differs from ``previous_src``.
+    Returns the settled figure's ``src``; fails if it never differs from ``previous_src``, or at
+    once if an error appears on the page (a callback's traceback replaces the figure).
     """
     time.sleep(0.3)  # let the new value reach the kernel before its status is trusted
     stable_since, last_src = None, None
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         src, idle = figure_src(panel), kernel_state(page)["status"] == "idle"
+        errors = page.evaluate(ERRORS_JS)
+        if errors:
+            pytest.fail(f"{name}: error output appeared (slider at {readout(slider)}):\n" + "\n".join(errors))
         if idle and src and src == last_src:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= QUIET and src != previous_src:
@@ -154,17 +160,28 @@ def settle(page, panel, slider, previous_src: str, name: str) -> str:
             stable_since = None
         last_src = src
         time.sleep(0.25)
-    value = slider.locator(".widget-readout").text_content()
-    pytest.fail(f"{name}: the figure did not change (or did not settle) within {SETTLE_TIMEOUT} s; slider at {value}")
+    pytest.fail(f"{name}: the figure did not change (or settle) within {SETTLE_TIMEOUT} s; slider at {readout(slider)}")
 
 
 def readout(slider) -> str:
     return (slider.locator(".widget-readout").text_content() or "").strip()
 
 
+def slider_label(page, name: str) -> str | None:
+    """The description of the slider to move; ``{text}`` in it: the first number printed after text."""
+    label = SLIDER_OF.get(name, (None, None))[0]
+    template = re.fullmatch(r"(.*)\{(.+)\}(.*)", label or "")
+    if template is None:
+        return label
+    prefix, printed, suffix = template.groups()
+    outputs = " ".join(page.locator(".jp-OutputArea-output").all_text_contents())
+    number = re.search(re.escape(printed) + r"\s*(\d+)", outputs)
+    return f"{prefix}{number.group(1) if number else 0}{suffix}"
+
+
 def find_panel(page, name: str):
     """The widget panel of ``name`` (an interactive_plot VBox) and the slider this test moves."""
-    label = SLIDER_OF.get(name, (None, None))[0]
+    label = slider_label(page, name)
     panels = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-slider"))
     wait_for(lambda: panels.count() > 0, 60, f"{name}: a widget panel with a slider to render")
     if label is None:
@@ -180,9 +197,24 @@ def find_panel(page, name: str):
     return panel, slider
 
 
-def screenshot(panel, path: Path) -> None:
-    panel.scroll_into_view_if_needed()
-    panel.screenshot(path=str(path), animations="disabled", caret="hide")
+def screenshot(page, panel, path: Path, margin: int = 8) -> None:
+    """Screenshot the panel cropped to its controls and figure (the panel is as wide as the page)."""
+    panel.evaluate("element => element.scrollIntoView({block: 'center'})")  # clear of the toolbar
+    boxes = [
+        panel.locator(".widget-hbox > *").nth(i).bounding_box()
+        for i in range(panel.locator(".widget-hbox > *").count())
+    ]
+    boxes += [panel.locator(".widget-output img").first.bounding_box()]
+    boxes = [b for b in boxes if b]
+    left, top = min(b["x"] for b in boxes) - margin, min(b["y"] for b in boxes) - margin
+    right = max(b["x"] + b["width"] for b in boxes) + margin
+    bottom = max(b["y"] + b["height"] for b in boxes) + margin
+    viewport = page.viewport_size
+    if top < 0 or bottom > viewport["height"] or right > viewport["width"]:  # does not fit: the whole panel
+        panel.screenshot(path=str(path), animations="disabled", caret="hide")
+        return
+    clip = {"x": max(left, 0), "y": top, "width": right - max(left, 0), "height": bottom - top}
+    page.screenshot(path=str(path), clip=clip, animations="disabled", caret="hide")
 
 
 @pytest.mark.timeout(600)
@@ -209,7 +241,7 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
         assert panel.locator(".jupyter-widgets").count() > 0
         handle = slider.locator(".noUi-handle")
         src = figure_src(panel)
-        screenshot(panel, screenshot_dir / f"{name}_before.png")
+        screenshot(page, panel, screenshot_dir / f"{name}_before.png")
 
         moves = []
         # keyboard: focus the handle as Tab would, one step right, then to the maximum
@@ -234,9 +266,10 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
         wait_for(lambda: readout(slider) != before, 10, f"{name}: the drag to move the slider from {before}")
         src = settle(page, panel, slider, src, f"{name} after the drag")
         moves.append(f"drag: {before} -> {readout(slider)}")
-        print(f"{name}: {'; '.join(moves)}")
+        label = slider.locator(".widget-label").first.text_content()
+        print(f"{name}: slider {label!r}: {'; '.join(moves)}")
 
-        screenshot(panel, screenshot_dir / f"{name}_after.png")
+        screenshot(page, panel, screenshot_dir / f"{name}_after.png")
         errors = page.evaluate(ERRORS_JS) + kernel_state(page)["errors"]
         assert not errors, f"{name}: error output after the slider moves:\n" + "\n".join(errors)
         assert not page_errors, f"{name}: uncaught exceptions in the page: {page_errors}"

@@ -80,16 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     total_start = time.perf_counter()
     for k, path in enumerate(paths, start=1):
-        print(f"[{k}/{len(paths)}] {path.name} ...", end=" ", flush=True)
+        label = f"[{k}/{len(paths)}] {path.name}"
+        print(f"{label}: running", flush=True)
         start = time.perf_counter()
         try:
             run_one(path, args.timeout)
         except CellExecutionError as error:
-            print(f"FAILED after {time.perf_counter() - start:.0f} s (left unchanged)\n{error}", flush=True)
+            print(f"{label}: FAILED after {time.perf_counter() - start:.0f} s (left unchanged)\n{error}", flush=True)
             failed.append(path.name)
             continue
         size = path.stat().st_size / 1e6
-        print(f"done in {time.perf_counter() - start:.0f} s, {size:.1f} MB", flush=True)
+        print(f"{label}: done in {time.perf_counter() - start:.0f} s, {size:.1f} MB", flush=True)
     print(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran in {time.perf_counter() - total_start:.0f} s")
     if failed:
         print("failed:", ", ".join(failed))

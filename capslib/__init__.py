@@ -16,7 +16,8 @@ Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1
 (PrimaryCaps, RoutingCaps, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data``
 (MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices), ``train`` (fit and its
 CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
-``widgets`` (sliders over plotting functions).
+``widgets`` (sliders over plotting functions), ``plots`` (figures of the notebooks 01-04),
+``interpret`` (pictures of a trained model: coupling maps, Figure 4, mistakes).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

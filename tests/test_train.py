@@ -57,7 +57,8 @@ def test_training_smoke_on_real_digits(mnist_train, tmp_path):
     history = result["history"]
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_accuracy"] > 0.5, history  # chance is 0.1
-    assert seconds < 180, f"took {seconds:.0f}s"
+    print(f"smoke training took {seconds:.0f}s")
+    assert seconds < 300, f"took {seconds:.0f}s (about 60 s on an idle 2-core CPU)"
 
 
 def state(model) -> dict:

@@ -206,7 +206,7 @@ def screenshot(page, panel, path: Path, margin: int = 8) -> None:
     ]
     boxes += [panel.locator(".widget-output img").first.bounding_box()]
     boxes = [b for b in boxes if b]
-    left, top = min(b["x"] for b in boxes) - margin, min(b["y"] for b in boxes) - margin
+    left, top = min(b["x"] for b in boxes) - margin, min(b["y"] for b in boxes) - margin // 2  # the code is above
     right = max(b["x"] + b["width"] for b in boxes) + margin
     bottom = max(b["y"] + b["height"] for b in boxes) + margin
     viewport = page.viewport_size

@@ -80,7 +80,7 @@ def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
     u_hat = out.u_hat
     rows: list[tuple[str, tuple[int, ...], str]] = [
         ("input", tuple(x.shape), "B, C, H, W"),
-        ("conv1 + ReLU", seen["conv1"], "B, filters, H - 8, W - 8"),
+        ("conv1 + ReLU", seen["conv1"], "B, filters, H', W' (after ReLU)"),
         ("primary conv", seen["primary"], f"B, {caps.num_types} types x {caps.capsule_dim} dims, grid"),
         ("primary capsules u", (u_hat.shape[0], u_hat.shape[1], caps.capsule_dim), "B, N_in, D_in (squashed)"),
         ("predictions u_hat = W u", tuple(u_hat.shape), "B, N_in, N_out, D_out"),

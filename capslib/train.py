@@ -57,6 +57,7 @@ class TrainConfig:
     tensorboard: bool = True  # write TensorBoard logs to <out>/tb
     eval_batch_size: int = 500  # batch size for validation
     progress: bool = True  # tqdm progress bars
+    init_from: str | None = None  # start from these weights: "pretrained", a checkpoint or a state dict
     stop_after_batches: int | None = None  # stop (checkpointed, as if killed) after this many batches
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
 
@@ -104,6 +105,19 @@ def save_atomic(obj, path: str | Path) -> None:
 
 def _write_json_atomic(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+
+
+def _initial_weights(source: str) -> dict:
+    """State dict (float32) from ``"pretrained"``, a training checkpoint or a saved state dict."""
+    from .pretrained import PRETRAINED_NAME, pretrained_dir
+
+    path = pretrained_dir() / f"{PRETRAINED_NAME}.pt" if source == "pretrained" else Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"init_from: no weights at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    return {k: v.float() for k, v in state.items()}
 
 
 @torch.no_grad()
@@ -181,6 +195,8 @@ def fit(
             model = CapsNet(**checkpoint["model_config"])
         else:
             model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
+    if config.init_from and checkpoint is None:
+        model.load_state_dict(_initial_weights(config.init_from), strict=True)
     model.to(device)
 
     if train_set is None or val_set is None:
@@ -397,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument(
+        "--init-from", default=None, help="start from 'pretrained' (the shipped model), a checkpoint or a state dict"
+    )
     return p
 
 
@@ -422,6 +441,7 @@ def main(argv: list[str] | None = None) -> dict:
         amp=args.amp,
         tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
+        init_from=args.init_from,
     )
     result = fit(config=config, resume=args.resume)
     print(

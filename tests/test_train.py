@@ -196,3 +196,14 @@ def test_cli_help():
         "--reconstruction-weight",
     ):
         assert flag in out, flag
+
+
+def test_init_from_shipped_weights(tiny_data, tmp_path):
+    """--init-from pretrained starts from the shipped model's weights (here: zero learning rate)."""
+    train_set, val_set = tiny_data
+    result = fit(None, train_set, val_set, tiny_config(tmp_path, epochs=1, lr=1e-12, init_from="pretrained"))
+    shipped = capslib.load_pretrained(device="cpu").state_dict()
+    for key, value in result["model"].state_dict().items():
+        torch.testing.assert_close(value.cpu(), shipped[key], atol=1e-6, rtol=0, msg=key)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        fit(None, train_set, val_set, tiny_config(tmp_path / "x", init_from=str(tmp_path / "none.pt")))

@@ -1,0 +1,100 @@
+"""benchmarks/: the plain reference computes what capslib computes, and perf.py runs end to end.
+
+The performance issue times capslib against ``benchmarks/reference_impls.py``; those timings only
+mean something if both compute the same lengths, losses and gradients from the same weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import capslib
+from capslib.train import total_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import perf  # noqa: E402
+from reference_impls import PlainCapsNet, plain_loss, textbook_routing  # noqa: E402
+
+
+def _pair(iterations: int):
+    torch.manual_seed(0)
+    model = capslib.CapsNet(routing_iterations=iterations)
+    plain = PlainCapsNet(routing_iterations=iterations)
+    plain.load_state_dict(model.state_dict())  # strict: same names and shapes
+    return model, plain
+
+
+def test_plain_has_capslib_state_dict_layout():
+    model, plain = _pair(3)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert plain.digit_caps.weight.shape == (1152, 10, 16, 8)  # (N_in, N_out, D_out, D_in)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_plain_matches_capslib_outputs_losses_and_gradients(iterations):
+    model, plain = _pair(iterations)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 1, 28, 28, generator=generator)  # (B, 1, 28, 28)
+    y = torch.tensor([3, 0, 7])  # (B,)
+    out, plain_out = model(x, y), plain(x, y)
+    torch.testing.assert_close(plain_out.lengths, out.lengths)
+    torch.testing.assert_close(plain_out.poses, out.poses)
+    torch.testing.assert_close(plain_out.reconstructions, out.reconstructions)
+    loss, plain_total = total_loss(out, x, y)[0], plain_loss(plain_out, x, y)
+    torch.testing.assert_close(plain_total, loss)
+    loss.backward()
+    plain_total.backward()
+    plain_params = dict(plain.named_parameters())
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(plain_params[name].grad, param.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_plain_matches_capslib_in_eval_mode():
+    model, plain = _pair(3)
+    model.eval()
+    plain.eval()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))  # (B, 1, 28, 28)
+    with torch.no_grad():
+        out, plain_out = model(x), plain(x)
+    torch.testing.assert_close(plain_out.lengths, out.lengths)
+    torch.testing.assert_close(plain_out.reconstructions, out.reconstructions)
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_textbook_routing_equals_dynamic_routing(iterations):
+    generator = torch.Generator().manual_seed(iterations)
+    u_hat = torch.randn(2, 7, 3, 4, generator=generator, dtype=torch.float64)  # (B, N_in, N_out, D_out)
+    v, c = textbook_routing(u_hat, iterations)
+    expected_v, expected_c = capslib.dynamic_routing(u_hat, iterations=iterations)
+    torch.testing.assert_close(v, expected_v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c, expected_c, rtol=1e-12, atol=1e-12)
+
+
+def test_flop_count_matches_the_issue():
+    flops = perf.flops_per_image(capslib.CapsNet())
+    forward = sum(flops.values())
+    assert forward == pytest.approx(0.406e9, rel=0.01)  # the issue: "about 0.41 GFLOP forward"
+    assert flops["primary conv"] / forward == pytest.approx(0.94, abs=0.005)
+    assert flops["u_hat"] == 2 * 1152 * 10 * 16 * 8
+
+
+def test_perf_quick_prints_every_section(capsys):
+    perf.main(["--quick", "--batch-size", "4", "--batch-sizes", "1,2", "--iterations", "1,2", "--routing-batch", "1"])
+    printed = capsys.readouterr().out
+    for heading in (
+        "## Machine: fp32 matmul",
+        "## Model: analytic FLOPs",
+        "## Throughput at batch 4",
+        "## Images/s over batch size and routing iterations",
+        "## Memory of one training step at batch 4",
+        "## Routing step alone",
+        "## torch.profiler",
+    ):
+        assert heading in printed, heading
+    assert "training images/s" in printed and "inference images/s" in printed
+    assert "R=2 costs" in printed
+    assert "textbook (loops over i, j)" in printed

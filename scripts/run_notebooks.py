@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from capslib.utils import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -53,15 +54,7 @@ def run_one(path: Path, timeout: int) -> None:
         record_timing=False,  # keeps the committed JSON free of per-cell timestamps
     )
     client.execute()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        nbformat.write(nb, tmp)
-        os.replace(tmp, path)
-        os.chmod(path, 0o644)  # mkstemp makes 0600 files
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: nbformat.write(nb, tmp))  # a failed run never leaves half a notebook
 
 
 def main(argv: list[str] | None = None) -> int:

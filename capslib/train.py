@@ -59,6 +59,9 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
     init_from: str | None = None  # start from these weights: "pretrained", a checkpoint or a state dict
     stop_after_batches: int | None = None  # stop (checkpointed, as if killed) after this many batches
+    # Polyak averaging: keep an exponential moving average of the weights (e.g. 0.999 per step).
+    # When set, validation, best.pt and the returned model use the AVERAGED weights.
+    ema_decay: float | None = None
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
 
     def validate(self) -> None:
@@ -72,6 +75,7 @@ class TrainConfig:
             (self.reconstruction_weight >= 0, "reconstruction_weight must be >= 0"),
             (self.max_shift >= 0, "max_shift must be >= 0"),
             (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be None or in (0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -161,7 +165,8 @@ def fit(
 
     Returns:
         A dict with ``history`` (one dict per epoch), ``best_val_accuracy``, ``best_epoch``,
-        ``out_dir`` and ``model`` (the trained model, last epoch's weights).
+        ``out_dir`` and ``model`` (the trained model, last epoch's weights; with ``ema_decay``
+        the averaged model, whose weights validated and went into ``best.pt``).
     """
     from .model import CapsNet
 
@@ -188,6 +193,7 @@ def fit(
         saved = checkpoint["config"]
         for key in ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset"):
             setattr(config, key, saved[key])
+        config.ema_decay = saved.get("ema_decay")
 
     seed_everything(config.seed)
     if model is None:
@@ -210,12 +216,21 @@ def fit(
         train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    ema = None
+    if config.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    eval_model = ema.module if ema is not None else model  # the weights that validate and ship
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
     start_epoch, start_batch, best_val, best_epoch, elapsed_before = 0, 0, -1.0, -1, 0.0
     generator_state = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
+        if ema is not None:
+            ema.module.load_state_dict(checkpoint["model"])
+            ema.n_averaged.fill_(checkpoint["ema_n_averaged"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         history = checkpoint["history"]
@@ -244,7 +259,7 @@ def fit(
         if model_config:
             model_config["routing_iterations"] = getattr(model, "routing_iterations", None)
         ckpt = {
-            "model": model.state_dict(),
+            "model": eval_model.state_dict(),  # what validated (the averaged weights with ema_decay)
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "config": asdict(config),
@@ -260,18 +275,35 @@ def fit(
         }
         if model_config:
             ckpt["model_config"] = model_config
+        if ema is not None:  # the raw weights keep training on resume
+            ckpt["train_model"] = model.state_dict()
+            ckpt["ema_n_averaged"] = int(ema.n_averaged)
         return ckpt
 
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
         generator = _epoch_generator(config.seed, epoch)
         order = torch.randperm(len(train_x), generator=generator)  # (N,)
-        sums = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
+        carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
         first_batch = 0
         if epoch == start_epoch and start_batch > 0:
             generator.set_state(generator_state)
             first_batch = start_batch
-            sums.update(partial)
+            carried.update(partial)
+        # Sums stay on the device (loss, margin, reconstruction, correct): reading them back every
+        # step would stall a GPU. totals() reads them when they are shown or saved.
+        running = torch.zeros(4, dtype=torch.float64, device=device)
+        seen = carried["seen"]
+
+        def totals() -> dict:
+            loss_sum, margin_sum, recon_sum, correct = running.tolist()
+            return {
+                "loss": carried["loss"] + loss_sum,
+                "margin": carried["margin"] + margin_sum,
+                "reconstruction": carried["reconstruction"] + recon_sum,
+                "correct": carried["correct"] + round(correct),
+                "seen": seen,
+            }
         bar = tqdm(
             range(first_batch, num_batches),
             initial=first_batch,
@@ -293,14 +325,18 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
 
             n = len(y)
-            sums["loss"] += loss.item() * n
-            sums["margin"] += margin.item() * n
-            sums["reconstruction"] += recon.item() * n
-            sums["correct"] += (output.lengths.argmax(dim=1) == y).sum().item()
-            sums["seen"] += n
-            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}", acc=f"{sums['correct'] / sums['seen']:.4f}")
+            with torch.no_grad():
+                correct = (output.lengths.argmax(dim=1) == y).sum()
+                step_sums = torch.stack([loss.detach(), margin.detach(), recon.detach()]).double() * n
+                running += torch.cat([step_sums, correct.double().view(1)])
+            seen += n
+            if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
+                shown = totals()
+                bar.set_postfix(loss=f"{shown['loss'] / seen:.4f}", acc=f"{shown['correct'] / seen:.4f}")
             if writer is not None and (batch_index % 50 == 0):
                 step = epoch * num_batches + batch_index
                 writer.add_scalar("loss/total", loss.item(), step)
@@ -310,7 +346,7 @@ def fit(
             stop_now = config.stop_after_batches is not None and batches_this_call >= config.stop_after_batches
             due = time.monotonic() - last_save > config.checkpoint_minutes * 60
             if (due or stop_now) and batch_index + 1 < num_batches:
-                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), dict(sums)), last_path)
+                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), totals()), last_path)
                 last_save = time.monotonic()
             if stop_now:
                 break
@@ -319,7 +355,8 @@ def fit(
             break
         bar.close()
 
-        val_accuracy = _accuracy(model, val_x, val_y, device, config.eval_batch_size)
+        sums = totals()
+        val_accuracy = _accuracy(eval_model, val_x, val_y, device, config.eval_batch_size)
         record = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -341,7 +378,7 @@ def fit(
         last_save = time.monotonic()
         _write_json_atomic(history, out_dir / "history.json")
         if writer is not None:
-            _log_epoch(writer, model, record, val_x, val_y, device)
+            _log_epoch(writer, eval_model, record, val_x, val_y, device)
         message = (
             f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
             f"train acc {record['train_accuracy']:.4f}  val acc {val_accuracy:.4f} "
@@ -359,7 +396,7 @@ def fit(
         "best_val_accuracy": best_val,
         "best_epoch": best_epoch,
         "out_dir": str(out_dir),
-        "model": model,
+        "model": eval_model,
     }
 
 
@@ -414,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument(
+        "--ema-decay", type=float, default=None, help="validate and ship an exponential moving average of the weights"
+    )
+    p.add_argument(
         "--init-from", default=None, help="start from 'pretrained' (the shipped model), a checkpoint or a state dict"
     )
     return p
@@ -442,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
         tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
         init_from=args.init_from,
+        ema_decay=args.ema_decay,
     )
     result = fit(config=config, resume=args.resume)
     print(

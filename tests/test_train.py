@@ -65,20 +65,22 @@ def state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_is_exact(tiny_data, tmp_path):
+@pytest.mark.parametrize("ema_decay", [None, 0.8])
+def test_resume_is_exact(tiny_data, tmp_path, ema_decay):
     """Interrupted twice (mid-epoch and across an epoch boundary) == one uninterrupted run."""
     train_set, val_set = tiny_data  # 120 images, batch 20: 6 batches an epoch
     torch.manual_seed(7)
-    straight = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "straight"))
+    straight = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "straight", ema_decay=ema_decay))
 
     out = tmp_path / "interrupted"
     torch.manual_seed(7)
-    fit(tiny_model(), train_set, val_set, tiny_config(out, stop_after_batches=3))
+    fit(tiny_model(), train_set, val_set, tiny_config(out, stop_after_batches=3, ema_decay=ema_decay))
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batch_index"]) == (0, 3)
     fit(None, train_set, val_set, tiny_config(out, stop_after_batches=5), resume=True)
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batch_index"]) == (1, 2)
+    assert checkpoint["config"]["ema_decay"] == ema_decay  # restored from the checkpoint, not the call
     resumed = fit(None, train_set, val_set, tiny_config(out), resume=True)
 
     expected, actual = state(straight["model"]), state(resumed["model"])
@@ -117,6 +119,29 @@ def test_checkpoint_contents_and_reload(tiny_data, tmp_path):
     assert capslib.load_checkpoint(tmp_path, device="cpu") is not None  # a run folder means its best.pt
 
 
+def test_ema_weights_validate_and_ship(tiny_data, tmp_path):
+    """With ema_decay the averaged weights are validated, saved as "model" and returned."""
+    train_set, val_set = tiny_data
+    torch.manual_seed(0)
+    model = tiny_model()
+    start = state(model)
+    result = fit(model, train_set, val_set, tiny_config(tmp_path, epochs=1, ema_decay=0.5, max_shift=0))
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["ema_n_averaged"] == 6  # one update per batch
+    raw, averaged = last["train_model"], last["model"]
+    key = "digit_caps.weight"
+    assert not torch.equal(raw[key], averaged[key])  # the average lags the raw weights
+    assert not torch.equal(averaged[key], start[key])
+    for name, value in result["model"].state_dict().items():
+        assert torch.equal(averaged[name], value), name
+    shipped = capslib.load_checkpoint(tmp_path / "best.pt", device="cpu")
+    images = torch.stack([image for image, _ in val_set])
+    labels = torch.tensor([label for _, label in val_set])
+    with torch.no_grad():
+        accuracy = (shipped(images).lengths.argmax(dim=1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(result["history"][0]["val_accuracy"])
+
+
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         capslib.load_checkpoint(tmp_path / "missing.pt")
@@ -143,7 +168,15 @@ def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr_decay": 1.5}, {"max_shift": -1}, {"routing_iterations": 0}],
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"lr_decay": 1.5},
+        {"max_shift": -1},
+        {"routing_iterations": 0},
+        {"ema_decay": 1.0},
+    ],
 )
 def test_bad_settings_raise(overrides, tmp_path):
     with pytest.raises(ValueError):

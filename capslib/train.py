@@ -138,6 +138,18 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devi
     return correct / len(images)
 
 
+def _totals(carried: dict, running: torch.Tensor, seen: int) -> dict:
+    """Epoch sums so far: ``carried`` (from a resumed checkpoint) + ``running`` (on the device)."""
+    loss_sum, margin_sum, recon_sum, correct = running.tolist()
+    return {
+        "loss": carried["loss"] + loss_sum,
+        "margin": carried["margin"] + margin_sum,
+        "reconstruction": carried["reconstruction"] + recon_sum,
+        "correct": carried["correct"] + round(correct),
+        "seen": seen,
+    }
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # One generator per epoch, derived from the seed: data order and shifts are reproducible and
     # a resumed run replays the same epoch exactly.
@@ -291,19 +303,10 @@ def fit(
             first_batch = start_batch
             carried.update(partial)
         # Sums stay on the device (loss, margin, reconstruction, correct): reading them back every
-        # step would stall a GPU. totals() reads them when they are shown or saved.
+        # step would stall a GPU. _totals() reads them when they are shown or saved.
         running = torch.zeros(4, dtype=torch.float64, device=device)
         seen = carried["seen"]
 
-        def totals() -> dict:
-            loss_sum, margin_sum, recon_sum, correct = running.tolist()
-            return {
-                "loss": carried["loss"] + loss_sum,
-                "margin": carried["margin"] + margin_sum,
-                "reconstruction": carried["reconstruction"] + recon_sum,
-                "correct": carried["correct"] + round(correct),
-                "seen": seen,
-            }
         bar = tqdm(
             range(first_batch, num_batches),
             initial=first_batch,
@@ -335,7 +338,7 @@ def fit(
                 running += torch.cat([step_sums, correct.double().view(1)])
             seen += n
             if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
-                shown = totals()
+                shown = _totals(carried, running, seen)
                 bar.set_postfix(loss=f"{shown['loss'] / seen:.4f}", acc=f"{shown['correct'] / seen:.4f}")
             if writer is not None and (batch_index % 50 == 0):
                 step = epoch * num_batches + batch_index
@@ -346,7 +349,8 @@ def fit(
             stop_now = config.stop_after_batches is not None and batches_this_call >= config.stop_after_batches
             due = time.monotonic() - last_save > config.checkpoint_minutes * 60
             if (due or stop_now) and batch_index + 1 < num_batches:
-                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), totals()), last_path)
+                partial_sums = _totals(carried, running, seen)
+                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), partial_sums), last_path)
                 last_save = time.monotonic()
             if stop_now:
                 break
@@ -355,7 +359,7 @@ def fit(
             break
         bar.close()
 
-        sums = totals()
+        sums = _totals(carried, running, seen)
         val_accuracy = _accuracy(eval_model, val_x, val_y, device, config.eval_batch_size)
         record = {
             "epoch": epoch + 1,

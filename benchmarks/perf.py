@@ -8,8 +8,10 @@ Prints, in order: the machine's fp32 matrix-multiply rate (2048x2048, all thread
 analytic FLOPs per image; training and inference images/s at batch 100 of capslib and of
 ``reference_impls.PlainCapsNet`` measured interleaved (A, B, B, A, A, B, ...; medians), their ratio and
 their efficiency (achieved FLOP/s / matmul FLOP/s); a table over batch size and routing
-iterations; peak memory of a training step (fresh subprocess per measurement); the routing step
-alone against a textbook loop; and a torch.profiler table of one capslib training step.
+iterations; peak memory of a training step (fresh subprocess per measurement); the part capslib
+fuses (predictions + routing, ``capslib.fast_routing``) against the plain einsums, with and without
+backward; the routing step alone against a textbook loop; and a torch.profiler table of one
+capslib training step.
 
 Training step = forward + margin/reconstruction loss + backward + Adam step, fp32. Inference =
 eval-mode forward under ``torch.no_grad`` (the decoder included, masked with the prediction).
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 
 import capslib
+from capslib.fast_routing import routed_capsules
 from capslib.train import total_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -315,6 +318,47 @@ def routing_alone(device, batch_size, repeats) -> None:
         print(f"{name:30s} {seconds * 1e3:10.2f} ms   textbook/this {textbook / seconds:10.1f}x")
 
 
+def routing_layer(device, batch_size, repeats, iterations: int = 3) -> None:
+    """The part capslib fuses: u_hat = W u and routing, from u to v; capslib vs plain, +/- backward."""
+    print(f"\n## Predictions + routing (u -> v), B={batch_size}, R={iterations}: capslib fused vs plain einsums")
+    generator = torch.Generator().manual_seed(4)
+    u = capslib.squash(torch.randn(batch_size, 1152, 8, generator=generator), dim=-1).to(device).requires_grad_()
+    weight = (0.05 * torch.randn(1152, 10, 16, 8, generator=generator)).to(device).requires_grad_()
+    grad_v = torch.randn(batch_size, 10, 16, generator=generator).to(device)
+
+    def plain(u, weight):
+        u_hat = torch.einsum("bid,ijed->bije", u, weight)  # (B, N_in, N_out, D_out)
+        logits = torch.zeros(u_hat.shape[:3], device=device)  # (B, N_in, N_out)
+        for r in range(iterations):
+            v = capslib.squash(torch.einsum("bij,bije->bje", torch.softmax(logits, dim=2), u_hat), dim=-1)
+            if r + 1 < iterations:
+                logits = logits + torch.einsum("bije,bje->bij", u_hat, v)
+        return v
+
+    def fused(u, weight):
+        return routed_capsules(u, weight, iterations)[0]
+
+    def backward_of(fn):
+        def step():
+            torch.autograd.grad(fn(u, weight), (u, weight), grad_v)
+
+        return step
+
+    def forward_of(fn):
+        def step():
+            with torch.no_grad():
+                fn(u, weight)
+
+        return step
+
+    for label, wrap in (("forward + backward", backward_of), ("forward, no grad", forward_of)):
+        med = interleaved({"capslib": wrap(fused), "plain": wrap(plain)}, device, max(repeats, 3), min_seconds=0.2)
+        print(
+            f"{label:20s} capslib {med['capslib'] * 1e3:8.1f} ms   plain {med['plain'] * 1e3:8.1f} ms   "
+            f"plain/capslib {med['plain'] / med['capslib']:5.2f}x"
+        )
+
+
 def profile_step(device, batch_size, rows: int = 15) -> None:
     print(f"\n## torch.profiler: one capslib training step at batch {batch_size}, by self time")
     train_step, _ = make_steps("capslib", device, batch_size)
@@ -375,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         table_min,
     )
     memory(device, args.batch_size, torch.get_num_threads())
+    routing_layer(device, args.batch_size, 1 if args.quick else 5)
     routing_alone(device, args.routing_batch, 1 if args.quick else 3)
     if not args.no_profile:
         profile_step(device, args.batch_size)

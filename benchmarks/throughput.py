@@ -16,6 +16,7 @@ import time
 import torch
 
 import capslib
+from capslib.compiling import compiled_or_eager
 from capslib.train import total_loss
 
 
@@ -26,10 +27,13 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2, amp: bool = False) -> dict:
+def measure(
+    device: torch.device, batch_size: int, steps: int, warmup: int = 2, amp: bool = False, compile: bool = False
+) -> dict:
     """Images/s of training and inference steps: ``steps`` timed iterations after ``warmup`` untimed ones."""
     torch.manual_seed(0)
     model = capslib.CapsNet().to(device)
+    run = compiled_or_eager(model, enabled=compile)  # same parameters as model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -39,7 +43,7 @@ def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2, 
 
     def train_step():
         with autocast():
-            output = model(x, y)
+            output = run(x, y)
         loss, _, _ = total_loss(output, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -48,7 +52,7 @@ def measure(device: torch.device, batch_size: int, steps: int, warmup: int = 2, 
     @torch.no_grad()
     def infer_step():
         with autocast():
-            model(x)
+            run(x)
 
     results = {}
     for name, step, mode in (("train", train_step, True), ("inference", infer_step, False)):
@@ -71,15 +75,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=10, help="timed iterations of each kind")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = capslib.get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    r = measure(device, args.batch_size, args.steps, amp=args.amp)
+    r = measure(device, args.batch_size, args.steps, amp=args.amp, compile=args.compile)
     epoch_seconds = 55_000 / r["train"] + 5_000 / r["inference"]
-    precision = "bf16 autocast" if args.amp else "fp32"
+    precision = ("bf16 autocast" if args.amp else "fp32") + (", torch.compile" if args.compile else "")
     print(
         f"batch {args.batch_size} ({precision}): training {r['train']:.1f} images/s, "
         f"inference {r['inference']:.1f} images/s"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fast_routing import routed_capsules
 from .functional import check_labels, squash
 from .routing import RoutingResult, check_iterations, dynamic_routing
 
@@ -71,7 +72,7 @@ class PrimaryCaps(nn.Module):
                 f"got {tuple(out.shape)}"
             )
         batch_size, _, height, width = out.shape
-        out = out.view(batch_size, self.num_types, self.capsule_dim, height, width)  # (B, T, D, H', W')
+        out = out.reshape(batch_size, self.num_types, self.capsule_dim, height, width)  # (B, T, D, H', W')
         out = out.permute(0, 1, 3, 4, 2)  # (B, T, H', W', D)
         u = out.reshape(batch_size, self.num_types * height * width, self.capsule_dim)  # (B, N_in, D_in)
         return squash(u, dim=-1)
@@ -110,6 +111,9 @@ class RoutingCaps(nn.Module):
         self.detach_intermediate = detach_intermediate
         # Small init keeps the first predictions short, so routing starts near-uniform.
         self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
+        # Plain attribute (not in the state dict): route with capslib.fast_routing, the same numbers
+        # as predictions() + dynamic_routing() but faster. Off: the readable reference path.
+        self.fused = True
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:
         """``u_hat = W u``: ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
@@ -121,8 +125,17 @@ class RoutingCaps(nn.Module):
         # i: input capsule, j: output capsule, e: output dim, d: input dim.
         return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
 
+    def uses_fused_path(self, u: torch.Tensor, return_trace: bool = False) -> bool:
+        """Whether :meth:`forward` takes :func:`capslib.fast_routing.routed_capsules`: when
+        ``fused`` is on, no trace is asked for and autocast is off (the fused backward is fp32/fp64)."""
+        if not self.fused or return_trace or u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
+            return False
+        return not torch.is_autocast_enabled(u.device.type)
+
     def forward(self, u: torch.Tensor, return_trace: bool = False) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
         """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)`` or a :class:`RoutingResult`."""
+        if self.uses_fused_path(u, return_trace):
+            return routed_capsules(u, self.weight, self.routing_iterations, self.detach_intermediate)
         u_hat = self.predictions(u)  # (B, N_in, N_out, D_out)
         return dynamic_routing(
             u_hat,

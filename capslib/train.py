@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .compiling import compiled_or_eager
 from .data import load_dataset, random_shift, split_train_val, to_tensors
 from .functional import margin_loss, reconstruction_loss
 from .utils import atomic_write, get_device, seed_everything
@@ -62,6 +63,7 @@ class TrainConfig:
     # Polyak averaging: keep an exponential moving average of the weights (e.g. 0.999 per step).
     # When set, validation, best.pt and the returned model use the AVERAGED weights.
     ema_decay: float | None = None
+    compile: bool = False  # opt-in torch.compile of the training step's model (eager if it cannot compile)
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
 
     def validate(self) -> None:
@@ -260,6 +262,7 @@ def fit(
         writer = SummaryWriter(str(out_dir / "tb"))
 
     use_amp = config.amp and device.type == "cuda"
+    step_model = compiled_or_eager(model, enabled=config.compile)  # shares model's parameters
     num_batches = math.ceil(len(train_x) / config.batch_size)
     run_start = time.monotonic()
     last_save = time.monotonic()
@@ -323,7 +326,7 @@ def fit(
                 x = random_shift(x, config.max_shift, generator=generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                output = model(x, y)  # decoder masked with the TRUE label
+                output = step_model(x, y)  # decoder masked with the TRUE label
             loss, margin, recon = total_loss(output, x, y, config.reconstruction_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -454,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     p.add_argument(
         "--ema-decay", type=float, default=None, help="validate and ship an exponential moving average of the weights"
     )
@@ -487,6 +491,7 @@ def main(argv: list[str] | None = None) -> dict:
         progress=not args.no_progress,
         init_from=args.init_from,
         ema_decay=args.ema_decay,
+        compile=args.compile,
     )
     result = fit(config=config, resume=args.resume)
     print(

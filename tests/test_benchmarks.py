@@ -91,6 +91,7 @@ def test_perf_quick_prints_every_section(capsys):
         "## Throughput at batch 4",
         "## Images/s over batch size and routing iterations",
         "## Memory of one training step at batch 4",
+        "## Predictions + routing (u -> v), B=4",
         "## Routing step alone",
         "## torch.profiler",
     ):
@@ -98,3 +99,4 @@ def test_perf_quick_prints_every_section(capsys):
     assert "training images/s" in printed and "inference images/s" in printed
     assert "R=2 costs" in printed
     assert "textbook (loops over i, j)" in printed
+    assert "forward + backward" in printed and "plain/capslib" in printed

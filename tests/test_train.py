@@ -142,6 +142,26 @@ def test_ema_weights_validate_and_ship(tiny_data, tmp_path):
     assert accuracy == pytest.approx(result["history"][0]["val_accuracy"])
 
 
+def test_compile_opt_in_falls_back_to_eager(tiny_data, tmp_path, monkeypatch):
+    """--compile where torch.compile cannot work: one warning, then the same run as without it."""
+
+    def broken_compile(model, **options):
+        def run(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C++ compiler")
+
+        return run
+
+    train_set, val_set = tiny_data
+    torch.manual_seed(5)
+    plain = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "plain", epochs=1))
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(5)
+    with pytest.warns(RuntimeWarning, match="running the model eagerly"):
+        compiled = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "compiled", epochs=1, compile=True))
+    assert compiled["history"][0]["train_loss"] == plain["history"][0]["train_loss"]
+    assert torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["config"]["compile"] is True
+
+
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         capslib.load_checkpoint(tmp_path / "missing.pt")

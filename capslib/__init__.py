@@ -12,14 +12,17 @@ Shape vocabulary, used in every docstring and shape comment of this package:
 ``R``      routing iterations (3)
 =========  ==============================================================
 
-Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1), ``layers``
+Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1, the readable
+reference), ``fast_routing`` (predictions + routing fused, what the layers run), ``layers``
 (PrimaryCaps, RoutingCaps, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data``
 (MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices), ``train`` (fit and its
 CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
 ``widgets`` (sliders over plotting functions), ``plots`` (figures of the notebooks 01-04),
-``interpret`` (pictures of a trained model: coupling maps, Figure 4, mistakes).
+``interpret`` (pictures of a trained model: coupling maps, Figure 4, mistakes), ``compiling``
+(opt-in ``torch.compile`` with an eager fallback).
 """
 
+from .fast_routing import routed_capsules
 from .functional import margin_loss, reconstruction_loss, squash
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
@@ -45,6 +48,7 @@ __all__ = [
     "load_pretrained",
     "margin_loss",
     "reconstruction_loss",
+    "routed_capsules",
     "seed_everything",
     "squash",
     "trace_shapes",

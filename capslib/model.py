@@ -135,15 +135,15 @@ class CapsNet(nn.Module):
             raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
 
     def _conv1(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.conv1(x)``; on CPU computed channels-last (the same numbers, a faster kernel).
+        """``self.conv1(x)``; on CPU with gradients on, computed channels-last (same numbers).
 
-        oneDNN's channels-last kernel for this convolution (few input channels) is about 2.5x
-        faster than its default one on CPU, forward and backward; a channels-last input selects
-        it. The primary-capsule convolution after it trains faster in the default layout (its
-        backward) but infers a little faster in channels-last, so the features go back to the
-        default layout only when gradients are on. Measured with benchmarks/perf.py, 2-core x86-64.
+        Training on CPU, oneDNN's channels-last kernels for this convolution (few input channels)
+        take about 40% less time than the default ones, forward + backward, from batch 100 up; for
+        inference the default ones are faster, and so is the primary-capsule convolution after it
+        in the default layout, so the features are handed on in that layout. Measured on a 2-core
+        x86-64 CPU (benchmarks/perf.py).
         """
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or not torch.is_grad_enabled():
             return self.conv1(x)
         if x.shape[1] == 1:  # one channel: the same memory, only the strides say "channels-last"
             x = x.contiguous()
@@ -151,8 +151,7 @@ class CapsNet(nn.Module):
             x = x.as_strided(x.shape, (height * width, 1, width, 1), x.storage_offset())
         else:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.conv1(x)  # (B, 256, 20, 20), channels-last
-        return out.contiguous() if torch.is_grad_enabled() else out
+        return self.conv1(x).contiguous()  # (B, 256, 20, 20), from channels-last to the default layout
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False) -> CapsNetOutput:
         """Classify (and reconstruct) a batch.

@@ -38,6 +38,17 @@ def _squash_backward(s: torch.Tensor, grad_v: torch.Tensor) -> torch.Tensor:
     return grad_s
 
 
+def _dot_each_row(votes: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """``votes`` ``(B*N_out, N_in, D)`` . ``vectors`` ``(B, N_out, D)`` per row -> ``(B, N_out, N_in)``.
+
+    Written as row vector times transposed matrix: MKL runs that about 4x faster on CPU than the
+    equivalent matrix times column vector (measured at batch 22 and 100).
+    """
+    batch, num_out, dim = vectors.shape
+    rows = torch.bmm(vectors.reshape(batch * num_out, 1, dim), votes.transpose(1, 2))  # (B*N_out, 1, N_in)
+    return rows.view(batch, num_out, -1)
+
+
 class _RoutedCapsules(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, weight, iterations: int, detach_intermediate: bool):
@@ -56,8 +67,8 @@ class _RoutedCapsules(torch.autograd.Function):
             inputs.append(s)
             outputs.append(v)
             if r < iterations - 1:
-                agreement = torch.bmm(votes, v.view(batch * num_out, dim_out, 1))  # (B*N_out, N_in, 1)
-                logits = logits + agreement.view(batch, num_out, num_in)
+                agreement = _dot_each_row(votes, v)  # u_hat_{j|i} . v_j: (B, N_out, N_in)
+                logits = logits + agreement
         ctx.iterations, ctx.detach_intermediate = iterations, detach_intermediate
         ctx.save_for_backward(u, weight, u_hat, *couplings, *inputs, *outputs)
         return v, c
@@ -92,7 +103,7 @@ class _RoutedCapsules(torch.autograd.Function):
             right.append(grad_s)
             if ctx.detach_intermediate or r == 0:
                 break  # c^r is a constant (detached), or c^0 = softmax(b^0 = 0) is
-            grad_coupling = torch.bmm(votes, grad_s.view(batch * num_out, dim_out, 1)).view(batch, num_out, num_in)
+            grad_coupling = _dot_each_row(votes, grad_s)  # u_hat_{j|i} . grad s_j: (B, N_out, N_in)
             if r == iterations - 1 and grad_c is not None:
                 grad_coupling = grad_coupling + grad_c  # c left the function as (B, N_out, N_in)
             c = couplings[r]
@@ -108,12 +119,16 @@ class _RoutedCapsules(torch.autograd.Function):
         grad_u_hat = torch.bmm(left_stack, right_stack).view(batch, num_out, num_in, dim_out)
         # To the input-major layout (N_in, B, N_out * D_out) once, then one batched product each.
         grad_u_hat = grad_u_hat.permute(2, 0, 1, 3).reshape(num_in, batch, num_out * dim_out)
-        flat_weight = weight.view(num_in, num_out * dim_out, dim_in)
         grad_u = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_u = torch.bmm(grad_u_hat, flat_weight).transpose(0, 1)  # (B, N_in, D_in)
+            # Against a (D_in, N_out*D_out)-contiguous copy of W (6 MB): MKL's faster layout here.
+            weight_t = weight.view(num_in, num_out * dim_out, dim_in).transpose(1, 2).contiguous()
+            grad_u = torch.bmm(grad_u_hat, weight_t.transpose(1, 2)).transpose(0, 1)  # (B, N_in, D_in)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.bmm(grad_u_hat.transpose(1, 2), u.transpose(0, 1)).view_as(weight)
+            # (D_in x B) @ (B x N_out*D_out) per input capsule, then one small transposing copy:
+            # about 4x faster on CPU than (N_out*D_out x B) @ (B x D_in) with a transposed operand.
+            per_capsule = torch.bmm(u.permute(1, 2, 0), grad_u_hat)  # (N_in, D_in, N_out*D_out)
+            grad_weight = per_capsule.transpose(1, 2).reshape(weight.shape)
         return grad_u, grad_weight, None, None
 
 

@@ -12,12 +12,12 @@ above all in training:
   iterations in reverse on small tensors (``(B, N_out, N_in)`` and ``(B, N_out, D_out)``) and then
   forms the whole ``u_hat`` gradient in ONE batched matrix product with ``K = 2R - 1``:
   ``grad u_hat_{j|i} = sum_r c^r_ij grad s^r_j + sum_{r<R-1} grad b^{r+1}_ij v^r_j``.
+* on CPU the batch is routed in chunks small enough that their ``u_hat`` is recycled from the
+  heap instead of being page-faulted in fresh every time (see ``CPU_CHUNK_BYTES``).
+* each batched product is written in the operand layout MKL runs fastest.
 
 Gradients flow through every iteration (as the paper's official code and
 :func:`capslib.dynamic_routing` do), or only through the last one with ``detach_intermediate``.
-* on CPU the batch is routed in chunks small enough that their ``u_hat`` is recycled from the
-  heap instead of being page-faulted in fresh every time (see ``CPU_CHUNK_BYTES``).
-
 The function is differentiable once (no double backward). Symbols as in :mod:`capslib.routing`.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from .functional import squash
+from .routing import check_iterations
 
 __all__ = ["routed_capsules"]
 
@@ -122,7 +123,7 @@ class _RoutedCapsules(torch.autograd.Function):
         grad_u = grad_weight = None
         if ctx.needs_input_grad[0]:
             # Against a (D_in, N_out*D_out)-contiguous copy of W (6 MB): MKL's faster layout here.
-            weight_t = weight.view(num_in, num_out * dim_out, dim_in).transpose(1, 2).contiguous()
+            weight_t = weight.reshape(num_in, num_out * dim_out, dim_in).transpose(1, 2).contiguous()
             grad_u = torch.bmm(grad_u_hat, weight_t.transpose(1, 2)).transpose(0, 1)  # (B, N_in, D_in)
         if ctx.needs_input_grad[1]:
             # (D_in x B) @ (B x N_out*D_out) per input capsule, then one small transposing copy:
@@ -162,6 +163,12 @@ def routed_capsules(
         ``(v, c)``: ``(B, N_out, D_out)`` output capsules and ``(B, N_in, N_out)`` final coupling
         coefficients (a transposed view).
     """
+    iterations = check_iterations(iterations)
+    if u.dim() != 3 or weight.dim() != 4 or u.shape[1] != weight.shape[0] or u.shape[2] != weight.shape[3]:
+        raise ValueError(
+            "routed_capsules expects u (B, N_in, D_in) and weight (N_in, N_out, D_out, D_in) with matching "
+            f"N_in and D_in, got u {tuple(u.shape)} and weight {tuple(weight.shape)}"
+        )
     chunk = _chunk_size(u, weight)
     if u.shape[0] <= chunk:
         v, c = _RoutedCapsules.apply(u, weight, iterations, detach_intermediate)

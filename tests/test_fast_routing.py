@@ -71,6 +71,16 @@ def test_cpu_batch_chunks_route_like_the_whole_batch(monkeypatch, chunk_bytes):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
+def test_bad_shapes_and_iterations_raise():
+    u, weight = _inputs()
+    with pytest.raises(ValueError, match="matching"):
+        routed_capsules(u[:, :, :5], weight)
+    with pytest.raises(ValueError, match="matching"):
+        routed_capsules(u[0], weight)
+    with pytest.raises(ValueError, match="routing iterations"):
+        routed_capsules(u, weight, 0)
+
+
 def test_fused_passes_gradcheck():
     u, weight = _inputs(batch=2, num_in=7, num_out=3, dim_out=4, dim_in=3)
     assert torch.autograd.gradcheck(lambda a, b: routed_capsules(a, b, 3), (u, weight))

@@ -42,8 +42,8 @@ def _squash_backward(s: torch.Tensor, grad_v: torch.Tensor) -> torch.Tensor:
 def _dot_each_row(votes: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """``votes`` ``(B*N_out, N_in, D)`` . ``vectors`` ``(B, N_out, D)`` per row -> ``(B, N_out, N_in)``.
 
-    Written as row vector times transposed matrix: MKL runs that about 4x faster on CPU than the
-    equivalent matrix times column vector (measured at batch 22 and 100).
+    Written as row vector times transposed matrix: MKL runs that several times faster on CPU than
+    the equivalent matrix times column vector.
     """
     batch, num_out, dim = vectors.shape
     rows = torch.bmm(vectors.reshape(batch * num_out, 1, dim), votes.transpose(1, 2))  # (B*N_out, 1, N_in)
@@ -127,7 +127,7 @@ class _RoutedCapsules(torch.autograd.Function):
             grad_u = torch.bmm(grad_u_hat, weight_t.transpose(1, 2)).transpose(0, 1)  # (B, N_in, D_in)
         if ctx.needs_input_grad[1]:
             # (D_in x B) @ (B x N_out*D_out) per input capsule, then one small transposing copy:
-            # about 4x faster on CPU than (N_out*D_out x B) @ (B x D_in) with a transposed operand.
+            # several times faster on CPU than (N_out*D_out x B) @ (B x D_in), a transposed operand.
             per_capsule = torch.bmm(u.permute(1, 2, 0), grad_u_hat)  # (N_in, D_in, N_out*D_out)
             grad_weight = per_capsule.transpose(1, 2).reshape(weight.shape)
         return grad_u, grad_weight, None, None

@@ -138,10 +138,10 @@ class CapsNet(nn.Module):
         """``self.conv1(x)``; on CPU with gradients on, computed channels-last (same numbers).
 
         Training on CPU, oneDNN's channels-last kernels for this convolution (few input channels)
-        take about 40% less time than the default ones, forward + backward, from batch 100 up; for
-        inference the default ones are faster, and so is the primary-capsule convolution after it
-        in the default layout, so the features are handed on in that layout. Measured on a 2-core
-        x86-64 CPU (benchmarks/perf.py).
+        are faster than the default ones, forward + backward, from batch 100 up; for inference the
+        default ones are faster, and so is the primary-capsule convolution after it in the default
+        layout, so the features are handed on in that layout (timed on a 2-core x86-64 CPU; the
+        whole model's speed is in benchmarks/perf.py).
         """
         if x.device.type != "cpu" or not torch.is_grad_enabled():
             return self.conv1(x)

@@ -13,7 +13,8 @@ fuses (predictions + routing, ``capslib.fast_routing``) against the plain einsum
 backward; the routing step alone against a textbook loop; and a torch.profiler table of one
 capslib training step.
 
-Training step = forward + margin/reconstruction loss + backward + Adam step, fp32. Inference =
+Training step = forward + margin/reconstruction loss + backward + Adam step, fp32; capslib's is
+``capslib.train.train_step`` as ``fit`` runs it (on CPU in micro-batches of 32). Inference =
 eval-mode forward under ``torch.no_grad`` (the decoder included, masked with the prediction).
 Inputs are random images in [0, 1] and random labels: the cost does not depend on the data.
 """
@@ -35,7 +36,7 @@ import torch
 
 import capslib
 from capslib.fast_routing import routed_capsules
-from capslib.train import total_loss
+from capslib.train import default_micro_batch, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_impls import PlainCapsNet, plain_loss, textbook_routing  # noqa: E402
@@ -95,33 +96,46 @@ def flops_per_image(model: capslib.CapsNet) -> dict[str, float]:
 
 
 def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0):
-    """``(model, optimizer, loss_fn)`` of ``impl``; both impls get the same initial weights."""
+    """``(model, step)`` of ``impl``: ``step(x, y)`` is one training step (forward, loss, backward,
+    Adam), capslib's as ``capslib.train.fit`` runs it. Both impls get the same initial weights."""
     torch.manual_seed(seed)
     reference = capslib.CapsNet(routing_iterations=iterations)
     if impl == "capslib":
-        model, loss_fn = reference, lambda out, x, y: total_loss(out, x, y)[0]
+        model = reference.to(device)
     elif impl == "plain":
-        model, loss_fn = PlainCapsNet(routing_iterations=iterations), plain_loss
+        model = PlainCapsNet(routing_iterations=iterations)
         model.load_state_dict(reference.state_dict())
+        model = model.to(device)
     else:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    model = model.to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3), loss_fn
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if impl == "capslib":
+        micro_batch = default_micro_batch(model, device)
+
+        def step(x, y):
+            train_step(model, optimizer, x, y, micro_batch=micro_batch)
+
+    else:
+
+        def step(x, y):
+            loss = plain_loss(model(x, y), x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return model, step
 
 
 def make_steps(impl: str, device: torch.device, batch_size: int, iterations: int = 3):
     """``(train_step, infer_step)`` closures of ``impl`` on a fixed random batch."""
-    model, optimizer, loss_fn = build(impl, device, iterations)
+    model, step = build(impl, device, iterations)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch_size, 1, 28, 28, generator=generator).to(device)  # (B, 1, 28, 28)
     y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)  # (B,)
 
     def train_step():
         model.train()
-        loss = loss_fn(model(x, y), x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(x, y)
 
     def infer_step():
         model.eval()
@@ -235,15 +249,12 @@ def _memory_child(impl: str, device: torch.device, batch_size: int) -> dict:
     A batch-1 step first allocates the gradients and Adam's state and warms up the libraries, so
     the growth is what the batch-``batch_size`` step itself needs (activations, u_hat, ...).
     """
-    model, optimizer, loss_fn = build(impl, device)
+    model, train = build(impl, device)
     x = torch.rand(batch_size, 1, 28, 28, device=device)  # (B, 1, 28, 28)
     y = torch.randint(0, 10, (batch_size,), device=device)  # (B,)
 
     def step(n):
-        loss = loss_fn(model(x[:n], y[:n]), x[:n], y[:n])
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        optimizer.step()
+        train(x[:n], y[:n])
 
     step(1)
     _sync(device)
@@ -361,13 +372,13 @@ def routing_layer(device, batch_size, repeats, iterations: int = 3) -> None:
 
 def profile_step(device, batch_size, rows: int = 15) -> None:
     print(f"\n## torch.profiler: one capslib training step at batch {batch_size}, by self time")
-    train_step, _ = make_steps("capslib", device, batch_size)
-    train_step()
+    step, _ = make_steps("capslib", device, batch_size)
+    step()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        train_step()
+        step()
         _sync(device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=40))

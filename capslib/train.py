@@ -31,7 +31,7 @@ from .data import load_dataset, random_shift, split_train_val, to_tensors
 from .functional import margin_loss, reconstruction_loss
 from .utils import atomic_write, get_device, seed_everything
 
-__all__ = ["TrainConfig", "fit", "total_loss", "save_atomic", "main"]
+__all__ = ["TrainConfig", "fit", "train_step", "default_micro_batch", "total_loss", "save_atomic", "main"]
 
 
 @dataclass
@@ -64,6 +64,10 @@ class TrainConfig:
     # When set, validation, best.pt and the returned model use the AVERAGED weights.
     ema_decay: float | None = None
     compile: bool = False  # opt-in torch.compile of the training step's model (eager if it cannot compile)
+    # Forward/backward each batch in slices of this many images, gradients summed: the same update,
+    # less memory, and on CPU faster (small tensors are recycled from the heap, big ones are
+    # page-faulted in fresh every step). None: automatic, see default_micro_batch().
+    micro_batch: int | None = None
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
 
     def validate(self) -> None:
@@ -78,6 +82,7 @@ class TrainConfig:
             (self.max_shift >= 0, "max_shift must be >= 0"),
             (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be None or in (0, 1)"),
+            (self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be None or >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,6 +107,55 @@ def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstructio
     else:
         recon = reconstruction_loss(output.reconstructions.float(), images.float())
     return margin + reconstruction_weight * recon, margin, recon
+
+
+def default_micro_batch(model: nn.Module, device: torch.device) -> int | None:
+    """32 on CPU for models without batch norm (whose statistics would change), else None (whole batch)."""
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return 32 if device.type == "cpu" and not has_batch_norm else None
+
+
+def train_step(
+    model,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    reconstruction_weight: float = 0.0005,
+    micro_batch: int | None = None,
+    amp: bool = False,
+) -> dict:
+    """One optimizer step on a batch: forward, margin + reconstruction loss, backward, step.
+
+    With ``micro_batch``, forward and backward run on slices of that many images and their
+    gradients are summed, each slice's loss weighted by its share of the batch: the gradient is
+    the batch mean's, as without slicing (to float tolerance), for any model whose examples do not
+    interact (no batch norm).
+
+    Args:
+        model: ``model(x, y)`` returns ``lengths`` ``(B, N_out)`` and ``reconstructions`` (or None).
+        images: ``(B, C, H, W)``; labels: ``(B,)``.
+        amp: bf16 autocast (CUDA).
+
+    Returns:
+        ``loss``, ``margin``, ``reconstruction`` (batch means) and ``correct`` (count), detached
+        tensors on the batch's device: reading them does not wait for the device.
+    """
+    batch = len(labels)
+    size = micro_batch or batch
+    optimizer.zero_grad(set_to_none=True)
+    sums = None
+    for x, y in zip(images.split(size), labels.split(size), strict=True):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            output = model(x, y)  # decoder masked with the TRUE label
+        loss, margin, recon = total_loss(output, x, y, reconstruction_weight)
+        share = len(y) / batch
+        (loss * share if share != 1 else loss).backward()
+        with torch.no_grad():
+            correct = (output.lengths.argmax(dim=1) == y).sum()
+            part = torch.stack([loss.detach() * share, margin.detach() * share, recon.detach() * share])
+            sums = (part, correct) if sums is None else (sums[0] + part, sums[1] + correct)
+    optimizer.step()
+    return {"loss": sums[0][0], "margin": sums[0][1], "reconstruction": sums[0][2], "correct": sums[1]}
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -263,6 +317,7 @@ def fit(
 
     use_amp = config.amp and device.type == "cuda"
     step_model = compiled_or_eager(model, enabled=config.compile)  # shares model's parameters
+    micro_batch = config.micro_batch or default_micro_batch(model, device)
     num_batches = math.ceil(len(train_x) / config.batch_size)
     run_start = time.monotonic()
     last_save = time.monotonic()
@@ -325,20 +380,15 @@ def fit(
             if config.max_shift:
                 x = random_shift(x, config.max_shift, generator=generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                output = step_model(x, y)  # decoder masked with the TRUE label
-            loss, margin, recon = total_loss(output, x, y, config.reconstruction_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step = train_step(step_model, optimizer, x, y, config.reconstruction_weight, micro_batch, use_amp)
             if ema is not None:
                 ema.update_parameters(model)
+            loss, margin, recon = step["loss"], step["margin"], step["reconstruction"]
 
             n = len(y)
             with torch.no_grad():
-                correct = (output.lengths.argmax(dim=1) == y).sum()
-                step_sums = torch.stack([loss.detach(), margin.detach(), recon.detach()]).double() * n
-                running += torch.cat([step_sums, correct.double().view(1)])
+                step_sums = torch.stack([loss, margin, recon]).double() * n
+                running += torch.cat([step_sums, step["correct"].double().view(1)])
             seen += n
             if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
                 shown = _totals(carried, running, seen)
@@ -459,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     p.add_argument(
+        "--micro-batch", type=int, default=None, help="forward/backward in slices of this size (default: automatic)"
+    )
+    p.add_argument(
         "--ema-decay", type=float, default=None, help="validate and ship an exponential moving average of the weights"
     )
     p.add_argument(
@@ -492,6 +545,7 @@ def main(argv: list[str] | None = None) -> dict:
         init_from=args.init_from,
         ema_decay=args.ema_decay,
         compile=args.compile,
+        micro_batch=args.micro_batch,
     )
     result = fit(config=config, resume=args.resume)
     print(

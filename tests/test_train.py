@@ -162,6 +162,44 @@ def test_compile_opt_in_falls_back_to_eager(tiny_data, tmp_path, monkeypatch):
     assert torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["config"]["compile"] is True
 
 
+def test_micro_batches_give_the_same_step(mnist_train):
+    """Slices of 7 (the last one short) give the same losses, accuracy count and update."""
+    from capslib.train import train_step
+
+    x = torch.stack([mnist_train[i][0] for i in range(30)])
+    y = torch.tensor([mnist_train[i][1] for i in range(30)])
+    results = []
+    for micro_batch in (None, 7):
+        torch.manual_seed(1)
+        model = tiny_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = train_step(model, optimizer, x, y, micro_batch=micro_batch)
+        results.append((step, state(model)))
+    (whole, whole_state), (sliced, sliced_state) = results
+    for key in ("loss", "margin", "reconstruction"):
+        torch.testing.assert_close(sliced[key], whole[key], rtol=1e-5, atol=1e-7)
+    assert sliced["correct"].item() == whole["correct"].item()
+    for key in whole_state:  # one Adam step: parameters move by about lr, so compare tightly
+        torch.testing.assert_close(sliced_state[key], whole_state[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_default_micro_batch():
+    from capslib.train import default_micro_batch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_micro_batch(tiny_model(), cpu) == 32
+    assert default_micro_batch(tiny_model(), cuda) is None
+    with_batch_norm = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    assert default_micro_batch(with_batch_norm, cpu) is None  # slicing would change its statistics
+
+
+def test_fit_with_micro_batches_learns(tiny_data, tmp_path):
+    train_set, val_set = tiny_data
+    torch.manual_seed(2)
+    result = fit(tiny_model(), train_set, val_set, tiny_config(tmp_path, epochs=1, micro_batch=6))
+    assert result["history"][0]["train_loss"] > 0
+
+
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         capslib.load_checkpoint(tmp_path / "missing.pt")
@@ -196,6 +234,7 @@ def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
         {"max_shift": -1},
         {"routing_iterations": 0},
         {"ema_decay": 1.0},
+        {"micro_batch": 0},
     ],
 )
 def test_bad_settings_raise(overrides, tmp_path):

@@ -17,7 +17,7 @@ import torch
 
 import capslib
 from capslib.compiling import compiled_or_eager
-from capslib.train import total_loss
+from capslib.train import default_micro_batch, train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -41,13 +41,10 @@ def measure(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
-    def train_step():
-        with autocast():
-            output = run(x, y)
-        loss, _, _ = total_loss(output, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    micro_batch = default_micro_batch(model, device)
+
+    def one_train_step():  # as capslib.train.fit runs it
+        train_step(run, optimizer, x, y, micro_batch=micro_batch, amp=amp and device.type == "cuda")
 
     @torch.no_grad()
     def infer_step():
@@ -55,7 +52,7 @@ def measure(
             run(x)
 
     results = {}
-    for name, step, mode in (("train", train_step, True), ("inference", infer_step, False)):
+    for name, step, mode in (("train", one_train_step, True), ("inference", infer_step, False)):
         model.train(mode)
         for _ in range(warmup):
             step()

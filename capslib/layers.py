@@ -112,8 +112,10 @@ class RoutingCaps(nn.Module):
         # Small init keeps the first predictions short, so routing starts near-uniform.
         self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
         # Plain attribute (not in the state dict): route with capslib.fast_routing, the same numbers
-        # as predictions() + dynamic_routing() but faster. Off: the readable reference path.
-        self.fused = True
+        # as predictions() + dynamic_routing() but faster. True: always; False: the readable
+        # reference path; None (default): fused on CPU, where it is measured faster, reference
+        # elsewhere until the fused path has been timed on a GPU.
+        self.fused: bool | None = None
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:
         """``u_hat = W u``: ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
@@ -126,11 +128,16 @@ class RoutingCaps(nn.Module):
         return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
 
     def uses_fused_path(self, u: torch.Tensor, return_trace: bool = False) -> bool:
-        """Whether :meth:`forward` takes :func:`capslib.fast_routing.routed_capsules`: when
-        ``fused`` is on, no trace is asked for and autocast is off (the fused backward is fp32/fp64)."""
-        if not self.fused or return_trace or u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
+        """Whether :meth:`forward` takes :func:`capslib.fast_routing.routed_capsules`: when ``fused``
+        is True (or None and ``u`` is on the CPU), no trace is asked for and autocast is off (the
+        fused backward is fp32/fp64)."""
+        wanted = self.fused if self.fused is not None else u.device.type == "cpu"
+        if not wanted or return_trace or u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
             return False
-        return not torch.is_autocast_enabled(u.device.type)
+        try:
+            return not torch.is_autocast_enabled(u.device.type)
+        except RuntimeError:  # a device type autocast does not know (e.g. "meta"): no autocast there
+            return True
 
     def forward(self, u: torch.Tensor, return_trace: bool = False) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
         """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)`` or a :class:`RoutingResult`."""

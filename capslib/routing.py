@@ -20,7 +20,7 @@ depends on what else is in its batch (a known bug of several public implementati
 This is the readable reference, and the path ``return_trace=True`` takes. ``RoutingCaps`` (and so
 ``CapsNet``) otherwise routes with :func:`capslib.fast_routing.routed_capsules`: the same numbers
 (tested to float tolerance), with a hand-written backward and a memory layout that make it
-faster; set ``layer.fused = False`` to use this module instead.
+faster (on CPU by default; ``layer.fused = True`` everywhere, ``False`` to use this module).
 """
 
 from __future__ import annotations

@@ -136,6 +136,17 @@ def test_capsnet_fused_and_reference_paths_agree(detach_intermediate):
         torch.testing.assert_close(g_f[name], g_r[name], rtol=1e-4, atol=1e-5 * max(scale, 1e-3), msg=name)
 
 
+def test_fused_by_default_on_cpu_only():
+    layer = capslib.RoutingCaps()
+    assert layer.fused is None
+    assert layer.uses_fused_path(torch.zeros(1, 1152, 8))
+    assert not layer.uses_fused_path(torch.zeros(1, 1152, 8, device="meta"))  # not timed off the CPU yet
+    layer.fused = True
+    assert layer.uses_fused_path(torch.zeros(1, 1152, 8, device="meta"))
+    layer.fused = False
+    assert not layer.uses_fused_path(torch.zeros(1, 1152, 8))
+
+
 def test_trace_and_autocast_take_the_reference_path():
     torch.manual_seed(0)
     model = capslib.CapsNet().eval()

@@ -167,20 +167,17 @@ class CapsNet(nn.Module):
         features = torch.relu_(self._conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
         u = self.primary_caps(features)  # (B, N_in, D_in)
         u_hat, trace = None, None
-        if self.digit_caps.uses_fused_path(u, return_trace):
-            v, c = self.digit_caps(u)  # fused predictions + routing: (B, N_out, D_out), (B, N_in, N_out)
-        else:
+        if return_trace:  # the readable reference path, keeping every iteration and u_hat
             u_hat = self.digit_caps.predictions(u)  # (B, N_in, N_out, D_out)
             routed = dynamic_routing(
                 u_hat,
                 iterations=self.digit_caps.routing_iterations,
                 detach_intermediate=self.digit_caps.detach_intermediate,
-                return_trace=return_trace,
+                return_trace=True,
             )
-            if return_trace:
-                v, c, trace = routed.v, routed.c, routed.trace
-            else:
-                v, c = routed
+            v, c, trace = routed.v, routed.c, routed.trace
+        else:  # RoutingCaps picks the fused or the reference path
+            v, c = self.digit_caps(u)  # (B, N_out, D_out), (B, N_in, N_out)
         lengths = torch.linalg.vector_norm(v, dim=-1)  # (B, N_out)
 
         reconstructions = None

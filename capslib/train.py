@@ -140,10 +140,12 @@ def train_step(
         ``loss``, ``margin``, ``reconstruction`` (batch means) and ``correct`` (count), detached
         tensors on the batch's device: reading them does not wait for the device.
     """
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f"micro_batch must be None or >= 1, got {micro_batch}")
     batch = len(labels)
     size = micro_batch or batch
     optimizer.zero_grad(set_to_none=True)
-    sums = None
+    sums = torch.zeros(4, device=labels.device)  # loss, margin, reconstruction (batch means), correct
     for x, y in zip(images.split(size), labels.split(size), strict=True):
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             output = model(x, y)  # decoder masked with the TRUE label
@@ -152,10 +154,10 @@ def train_step(
         (loss * share if share != 1 else loss).backward()
         with torch.no_grad():
             correct = (output.lengths.argmax(dim=1) == y).sum()
-            part = torch.stack([loss.detach() * share, margin.detach() * share, recon.detach() * share])
-            sums = (part, correct) if sums is None else (sums[0] + part, sums[1] + correct)
+            sums += torch.stack([loss * share, margin * share, recon * share, correct.float()])
     optimizer.step()
-    return {"loss": sums[0][0], "margin": sums[0][1], "reconstruction": sums[0][2], "correct": sums[1]}
+    loss, margin, recon, correct = sums.unbind()
+    return {"loss": loss, "margin": margin, "reconstruction": recon, "correct": correct}
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -380,15 +382,15 @@ def fit(
             if config.max_shift:
                 x = random_shift(x, config.max_shift, generator=generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            step = train_step(step_model, optimizer, x, y, config.reconstruction_weight, micro_batch, use_amp)
+            stats = train_step(step_model, optimizer, x, y, config.reconstruction_weight, micro_batch, use_amp)
             if ema is not None:
                 ema.update_parameters(model)
-            loss, margin, recon = step["loss"], step["margin"], step["reconstruction"]
+            loss, margin, recon = stats["loss"], stats["margin"], stats["reconstruction"]
 
             n = len(y)
             with torch.no_grad():
                 step_sums = torch.stack([loss, margin, recon]).double() * n
-                running += torch.cat([step_sums, step["correct"].double().view(1)])
+                running += torch.cat([step_sums, stats["correct"].double().view(1)])
             seen += n
             if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
                 shown = _totals(carried, running, seen)

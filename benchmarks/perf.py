@@ -95,13 +95,19 @@ def flops_per_image(model: capslib.CapsNet) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the two implementations
 
 
-def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0):
+# capslib's routing path in every section: None = the layer's default (fused on CPU), True, False.
+FUSED: bool | None = None
+
+
+def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, fused: bool | None = None):
     """``(model, step)`` of ``impl``: ``step(x, y)`` is one training step (forward, loss, backward,
-    Adam), capslib's as ``capslib.train.fit`` runs it. Both impls get the same initial weights."""
+    Adam), capslib's as ``capslib.train.fit`` runs it. Both impls get the same initial weights.
+    ``fused`` sets capslib's ``digit_caps.fused`` (default: the module's ``FUSED``)."""
     torch.manual_seed(seed)
     reference = capslib.CapsNet(routing_iterations=iterations)
     if impl == "capslib":
         model = reference.to(device)
+        model.digit_caps.fused = FUSED if fused is None else fused
     elif impl == "plain":
         model = PlainCapsNet(routing_iterations=iterations)
         model.load_state_dict(reference.state_dict())
@@ -126,9 +132,9 @@ def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0):
     return model, step
 
 
-def make_steps(impl: str, device: torch.device, batch_size: int, iterations: int = 3):
+def make_steps(impl: str, device: torch.device, batch_size: int, iterations: int = 3, fused: bool | None = None):
     """``(train_step, infer_step)`` closures of ``impl`` on a fixed random batch."""
-    model, step = build(impl, device, iterations)
+    model, step = build(impl, device, iterations, fused=fused)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch_size, 1, 28, 28, generator=generator).to(device)  # (B, 1, 28, 28)
     y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)  # (B,)
@@ -209,6 +215,25 @@ def headline(device, batch_size, repeats, min_seconds, flops) -> None:
         print(f"{mode} ratio capslib/plain, median of the {repeats} paired repeats: {statistics.median(paired):.3f}")
 
 
+def fused_vs_reference(device, batch_sizes, repeats, min_seconds) -> None:
+    """capslib's two routing paths (``digit_caps.fused`` True / False), interleaved: which to default to."""
+    print(f"\n## capslib routing paths: fused vs reference, R=3 (interleaved, median of {repeats})")
+    print(
+        f"{'B':>5s} {'train fused':>12s} {'train ref':>10s} {'ratio':>6s} "
+        f"{'infer fused':>12s} {'infer ref':>10s} {'ratio':>6s}"
+    )
+    for batch_size in batch_sizes:
+        steps = {}
+        for name, fused in (("fused", True), ("ref", False)):
+            steps[f"train {name}"], steps[f"infer {name}"] = make_steps("capslib", device, batch_size, fused=fused)
+        ips = {name: batch_size / s for name, s in interleaved(steps, device, repeats, min_seconds).items()}
+        print(
+            f"{batch_size:5d} {ips['train fused']:12.1f} {ips['train ref']:10.1f} "
+            f"{ips['train fused'] / ips['train ref']:6.2f} {ips['infer fused']:12.1f} {ips['infer ref']:10.1f} "
+            f"{ips['infer fused'] / ips['infer ref']:6.2f}"
+        )
+
+
 def sweep(device, batch_sizes, iterations_list, repeats, min_seconds) -> None:
     """Images/s over batch size x routing iterations, both impls interleaved in every cell."""
     print(f"\n## Images/s over batch size and routing iterations (interleaved, median of {repeats})")
@@ -284,7 +309,7 @@ def _proc_status_mb(field: str) -> float:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def memory(device, batch_size, threads) -> None:
+def memory(device, batch_size, threads, fused: str = "auto") -> None:
     kind = "peak allocated (CUDA)" if device.type == "cuda" else "peak RSS"
     print(f"\n## Memory of one training step at batch {batch_size}: {kind} growth, fresh subprocess each")
     params = sum(p.numel() for p in capslib.CapsNet().parameters())
@@ -294,7 +319,7 @@ def memory(device, batch_size, threads) -> None:
     )
     for impl in IMPLS:
         command = [sys.executable, __file__, "--memory-child", impl, "--device", str(device)]
-        command += ["--batch-size", str(batch_size), "--threads", str(threads)]
+        command += ["--batch-size", str(batch_size), "--threads", str(threads), "--fused", fused]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         how = f" ({result['how']})" if "how" in result else ""
@@ -397,8 +422,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", default="1,3,10", help="routing iterations of the table")
     p.add_argument("--routing-batch", type=int, default=2, help="batch of the routing-alone comparison")
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table")
+    p.add_argument(
+        "--fused",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="capslib's routing path: the layer's default (auto: fused on CPU), fused, or reference",
+    )
     p.add_argument("--memory-child", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global FUSED
+    FUSED = {"auto": None, "on": True, "off": False}[args.fused]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = capslib.get_device(args.device)
@@ -410,6 +443,10 @@ def main(argv: list[str] | None = None) -> None:
     table_repeats, table_min = (1, 0.0) if args.quick else (5, 0.5)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# capslib performance: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    layer = capslib.CapsNet().to(device).digit_caps
+    layer.fused = FUSED
+    path = "fused" if layer.uses_fused_path(torch.zeros(1, 1152, 8, device=device)) else "reference"
+    print(f"capslib routing path: {path} (--fused {args.fused})")
 
     print("\n## Machine: fp32 matmul 2048x2048, all threads")
     print(f"matmul rate: {matmul_gflops(device, repeats=3 if args.quick else 10):.1f} GFLOP/s")
@@ -429,7 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         table_repeats,
         table_min,
     )
-    memory(device, args.batch_size, torch.get_num_threads())
+    fused_vs_reference(
+        device, sorted({args.batch_size, max(int(b) for b in args.batch_sizes.split(","))}), table_repeats, table_min
+    )
+    memory(device, args.batch_size, torch.get_num_threads(), args.fused)
     routing_layer(device, args.batch_size, 1 if args.quick else 5)
     routing_alone(device, args.routing_batch, 1 if args.quick else 3)
     if not args.no_profile:

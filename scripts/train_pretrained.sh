@@ -2,9 +2,10 @@
 # How the shipped model in data/pretrained/ was trained (on one GPU; see its model card).
 # Several seeds/schedules train side by side; the run with the best VALIDATION accuracy (last
 # 5,000 training images) is exported. The test set is used once, for the exported model's card.
-#   usage: [SWEEP=1|2|3] bash scripts/train_pretrained.sh OUT_ROOT EXPORT_DIR [DEADLINE_SECONDS]
+#   usage: [SWEEP=1|2|3|4] bash scripts/train_pretrained.sh OUT_ROOT EXPORT_DIR [DEADLINE_SECONDS]
 # Sweep 1 gave run b (val 99.72%); sweep 2 tried schedules that finish within the deadline;
-# sweep 3 adds weight averaging (EMA).
+# sweep 3 adds weight averaging (EMA); sweep 4 continues the shipped model (run b of sweep 1, 29
+# epochs, whose learning rate had decayed to 3e-4) with lower learning rates and EMA.
 set -euo pipefail
 root=${1:?output root}; export_dir=${2:?export dir}; deadline=${3:-520}
 mkdir -p "$root"
@@ -22,6 +23,13 @@ elif [[ ${SWEEP} == 3 ]]; then
     [h]="--batch-size 128 --lr-decay 0.92 --epochs 40 --seed 8 --ema-decay 0.999"
     [i]="--batch-size 128 --lr-decay 0.90 --epochs 40 --seed 9 --ema-decay 0.999"
     [j]="--batch-size 100 --lr-decay 0.92 --epochs 40 --seed 10 --ema-decay 0.999"
+  )
+elif [[ ${SWEEP} == 4 ]]; then
+  runs=(
+    [k]="--init-from pretrained --batch-size 128 --lr 3e-4 --lr-decay 0.92 --epochs 20 --seed 11 --ema-decay 0.999"
+    [l]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 12 --ema-decay 0.999"
+    [m]="--init-from pretrained --batch-size 100 --lr 3e-4 --lr-decay 0.90 --epochs 20 --seed 13 --ema-decay 0.999"
+    [n]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 14 --ema-decay 0.9995"
   )
 else
   runs=(

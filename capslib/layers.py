@@ -113,8 +113,9 @@ class RoutingCaps(nn.Module):
         self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
         # Plain attribute (not in the state dict): route with capslib.fast_routing, the same numbers
         # as predictions() + dynamic_routing() but faster. True: always; False: the readable
-        # reference path; None (default): fused on CPU, where it is measured faster, reference
-        # elsewhere until the fused path has been timed on a GPU.
+        # reference path; None (default): fused on CPU, where it is 3x faster; reference elsewhere:
+        # on an H200 both time the same (the step is launch-bound; benchmarks/results/
+        # perf_cuda_h200_fused.txt), and MPS is untimed.
         self.fused: bool | None = None
 
     def predictions(self, u: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
-"""Regenerate the README's figures from the shipped model and its training log.
+"""Regenerate the README's figures from the shipped model, its training log and docs/runs/.
 
 python scripts/make_readme_figures.py      # writes docs/figures/*.png
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -55,6 +56,61 @@ def training_curve() -> Path:
     return path
 
 
+def _log_val_errors(log: str, val_images: int = 5000) -> list[int]:
+    return [round((1 - float(a)) * val_images) for a in re.findall(r"val acc ([\d.]+)", log)]
+
+
+def validation_plateau() -> Path:
+    """Validation errors per epoch of every later run beside the shipped one's, and validation vs
+    test errors of each exported model: why no later model replaced the shipped one."""
+    card = model_card()
+    shipped = _log_val_errors((pretrained_dir() / card["selection_sweep"]["train_log"]).read_text())
+    runs = REPO / "docs" / "runs"
+    fig, (ax_val, ax_pair) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    ax_val.plot(range(1, len(shipped) + 1), shipped, color="black", lw=2, label="shipped run (sweep 1, b)")
+    for history in sorted(runs.glob("sweep*/*_history.json")):
+        errors = [row["val_errors"] for row in json.loads(history.read_text())]
+        continued = history.parent.name == "sweep4"  # sweeps 4 and 5 continue the shipped model's epoch 29
+        start = card["selected_epoch"] if continued else 0
+        ax_val.plot(
+            range(start + 1, start + len(errors) + 1),
+            errors,
+            lw=1,
+            alpha=0.7,
+            color="tab:orange" if continued else "tab:blue",
+        )
+    ax_val.plot([], [], color="tab:blue", label="sweep 3: from scratch, weight averaging")
+    ax_val.plot([], [], color="tab:orange", label="sweeps 4-5: continuing the shipped model")
+    best = round((1 - card["val_accuracy"]) * 5000)
+    ax_val.axhline(best, color="grey", linestyle=":", label=f"shipped model: {best} errors")
+    ax_val.set(xlabel="epoch", ylabel="validation errors (of 5,000)", ylim=(best - 4, 45), title="Validation per epoch")
+    ax_val.legend(fontsize=8, loc="upper right")
+
+    exported = [("shipped", card)] + [
+        (path.stem.split("_")[0], json.loads(path.read_text()))
+        for path in sorted(runs.glob("sweep*/*_export_card.json"))
+    ]
+    for k, (_, c) in enumerate(exported):
+        val_errors = round((1 - c["val_accuracy"]) * 5000)
+        ax_pair.bar(k - 0.2, val_errors, width=0.4, color="tab:green", label="validation (chooses)" if k == 0 else None)
+        ax_pair.bar(k + 0.2, c["test_errors"], width=0.4, color="tab:red", label="test (reported)" if k == 0 else None)
+        ax_pair.text(k + 0.2, c["test_errors"] + 0.5, str(c["test_errors"]), ha="center", fontsize=8)
+        ax_pair.text(k - 0.2, val_errors + 0.5, str(val_errors), ha="center", fontsize=8)
+    ax_pair.set_xticks(range(len(exported)), [name for name, _ in exported])
+    ax_pair.set(ylabel="errors", title="Exported models: validation ties", ylim=(0, 52))
+    ax_pair.legend(fontsize=8, loc="upper right")
+    fig.suptitle(
+        "No later run goes below the shipped model's 14 validation errors (last 5,000 training images), "
+        "so none replaces it, whatever its test score",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path = OUT / "validation_plateau.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @torch.no_grad()
 def reconstructions() -> Path:
     """The first 12 test digits, the class the model reads, and the decoder's reconstruction."""
@@ -82,5 +138,5 @@ def reconstructions() -> Path:
 
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    for make in (training_curve, reconstructions):
+    for make in (training_curve, validation_plateau, reconstructions):
         print("wrote", make().relative_to(REPO))

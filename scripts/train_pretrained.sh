@@ -4,7 +4,7 @@
 # 5,000 training images) is exported. The test set is used once, for the exported model's card.
 #   usage: [SWEEP=1|2|3|4] bash scripts/train_pretrained.sh OUT_ROOT EXPORT_DIR [DEADLINE_SECONDS]
 # Sweep 1 gave run b (val 99.72%); sweep 2 tried schedules that finish within the deadline;
-# sweep 3 adds weight averaging (EMA); sweep 4 continues the shipped model (run b of sweep 1, 29
+# sweep 3 adds weight averaging (EMA); sweep 4 (and 5, new seeds) continues the shipped model (run b of sweep 1, 29
 # epochs, whose learning rate had decayed to 3e-4) with lower learning rates and EMA.
 set -euo pipefail
 root=${1:?output root}; export_dir=${2:?export dir}; deadline=${3:-520}
@@ -30,6 +30,13 @@ elif [[ ${SWEEP} == 4 ]]; then
     [l]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 12 --ema-decay 0.999"
     [m]="--init-from pretrained --batch-size 100 --lr 3e-4 --lr-decay 0.90 --epochs 20 --seed 13 --ema-decay 0.999"
     [n]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 14 --ema-decay 0.9995"
+  )
+elif [[ ${SWEEP} == 5 ]]; then  # sweep 4's two best settings (l, n), new seeds
+  runs=(
+    [o]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 15 --ema-decay 0.999"
+    [p]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 16 --ema-decay 0.9995"
+    [q]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 17 --ema-decay 0.999"
+    [r]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 18 --ema-decay 0.9995"
   )
 else
   runs=(

@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "figures"
 
 
+def _save(fig, name: str) -> Path:
+    fig.tight_layout()
+    path = OUT / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def training_curve() -> Path:
     """Validation accuracy and training loss per epoch, from the shipped model's training log."""
     card = model_card()
@@ -49,11 +57,7 @@ def training_curve() -> Path:
         f"{100 * card['test_accuracy']:.2f}% on the 10,000 test images",
         fontsize=10,
     )
-    fig.tight_layout()
-    path = OUT / "training_curve.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, "training_curve.png")
 
 
 def _log_val_errors(log: str, val_images: int = 5000) -> list[int]:
@@ -104,11 +108,7 @@ def validation_plateau() -> Path:
         "so none replaces it, whatever its test score",
         fontsize=10,
     )
-    fig.tight_layout()
-    path = OUT / "validation_plateau.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, "validation_plateau.png")
 
 
 @torch.no_grad()
@@ -129,11 +129,7 @@ def reconstructions() -> Path:
     axes[0, 0].set_ylabel("test image")
     axes[1, 0].set_ylabel("reconstruction")
     fig.suptitle("Shipped CapsNet: test digits and their reconstructions from the winning 16-D digit capsule")
-    fig.tight_layout()
-    path = OUT / "reconstructions.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, "reconstructions.png")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ References are to Sabour, Frosst & Hinton 2017, "Dynamic Routing Between Capsule
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 __all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels"]
@@ -37,18 +39,46 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     return v.to(s.dtype)
 
 
+# The range check reads the labels back from the device, which on a GPU is a synchronisation that
+# stalls a launch-bound training step. One step hands the same labels to the model, to its mask and
+# to the loss, so a tensor checked before (the same object, unchanged since: same version counter)
+# against at most as many classes is not read again: one read-back per step instead of three.
+_last_checked: tuple[weakref.ref, int, int] | None = None  # (labels, their version, num_classes)
+
+
+def _version(labels: torch.Tensor) -> int | None:
+    try:
+        return labels._version
+    except RuntimeError:  # inference-mode tensors keep no version counter: never cached
+        return None
+
+
+def _label_range(labels: torch.Tensor) -> tuple[int, int]:
+    """``(min, max)`` of a non-empty integer tensor, read back in one transfer."""
+    low, high = torch.stack((labels.min(), labels.max())).tolist()
+    return low, high
+
+
 def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> None:
     """Raise ``ValueError`` unless ``labels`` is an integer tensor ``(B,)`` in ``[0, num_classes)``."""
+    global _last_checked
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] != batch_size:
         raise ValueError(f"labels must have shape ({batch_size},), got {tuple(labels.shape)}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}"
-        )
+    version = _version(labels)
+    if _last_checked is not None and version is not None:
+        checked, checked_version, checked_classes = _last_checked
+        if checked() is labels and checked_version == version and num_classes >= checked_classes:
+            return
+    if labels.numel():
+        low, high = _label_range(labels)
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}), got values from {low} to {high}")
+    if version is not None:
+        _last_checked = (weakref.ref(labels), version, num_classes)
 
 
 def margin_loss(

@@ -167,6 +167,43 @@ def test_margin_loss_bad_labels(labels):
         margin_loss(LENGTHS, labels)
 
 
+def test_labels_checked_again_after_an_in_place_change():
+    """Checked labels are not read back again (a GPU sync) unless they changed or more is asked."""
+    from capslib.functional import check_labels
+
+    labels = torch.tensor([0, 2])
+    check_labels(labels, 2, 3)
+    labels[1] = 3  # in place: its version counter moves, so the cached check no longer applies
+    with pytest.raises(ValueError, match=r"\[0, 3\), got values from 0 to 3"):
+        check_labels(labels, 2, 3)
+    fine = torch.tensor([0, 2])
+    check_labels(fine, 2, 3)
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):  # fewer classes than it was checked against
+        check_labels(fine, 2, 2)
+    with torch.inference_mode():  # inference tensors have no version counter: checked every time
+        frozen = torch.tensor([0, 5])
+        with pytest.raises(ValueError, match="got values from 0 to 5"):
+            check_labels(frozen, 2, 3)
+
+
+def test_one_label_read_back_per_training_step(monkeypatch):
+    """Model, mask and margin loss share one read-back of the labels (on a GPU: one sync, not six)."""
+    import capslib
+    import capslib.functional as functional
+    from capslib.train import train_step
+
+    calls = []
+    original = functional._label_range
+    monkeypatch.setattr(functional, "_label_range", lambda labels: calls.append(1) or original(labels))
+    model = capslib.CapsNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4])
+    train_step(model, optimizer, x, y, micro_batch=None)
+    assert len(calls) == 1
+    train_step(model, optimizer, x, y.clone(), micro_batch=None)  # a new batch's labels: checked
+    assert len(calls) == 2
+
+
 def test_margin_loss_bad_lengths_shape():
     with pytest.raises(ValueError, match="lengths"):
         margin_loss(LENGTHS.unsqueeze(-1), LABELS)

@@ -9,7 +9,8 @@ Each notebook runs top to bottom in a fresh ``python3`` kernel with its folder a
 directory and ``CAPSNET_FAST`` removed from the environment (the notebooks' full version). Its
 old outputs are cleared first; the new ones are written back only if every cell succeeded (the
 file is replaced atomically), so a failed run never leaves a half-executed notebook behind.
-One progress line per notebook gives its wall time and size. Exits non-zero if any notebook failed.
+One progress line per notebook gives its wall time and size. Progress bars are dropped from the
+saved outputs (they would read "0%"; see ``drop_progress_bars``). Exits non-zero if any notebook failed.
 
 On a 2-core CPU the whole series takes a few tens of minutes (see notebooks/README.md); run it
 with ``nice`` if the machine is shared.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +44,32 @@ def clear_outputs(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
+# tqdm's notebook bar as its text fallback, e.g. "epoch 1/3:   0%|          | 0/32 [00:00<?, ?it/s]"
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def is_progress_bar(output) -> bool:
+    """Whether ``output`` is a tqdm notebook bar (a widget whose text fallback is a bar)."""
+    data = output.get("data", {})
+    text = data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return WIDGET_VIEW in data and bool(PROGRESS_BAR.search(text))
+
+
+def drop_progress_bars(nb) -> int:
+    """Remove saved progress bars; returns how many. Live, capslib's bars (``leave=False``) vanish
+    when done and their widgets close, so a saved one would only show its first state, "0%"; the
+    one-line summaries printed beside them carry the numbers."""
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = [out for out in cell.outputs if not is_progress_bar(out)]
+            dropped += len(cell.outputs) - len(kept)
+            cell.outputs = kept
+    return dropped
+
+
 def run_one(path: Path, timeout: int) -> None:
     """Execute ``path`` in full mode and write it back in place; raises on the first failing cell."""
     nb = nbformat.read(path, as_version=4)
@@ -54,6 +82,7 @@ def run_one(path: Path, timeout: int) -> None:
         record_timing=False,  # keeps the committed JSON free of per-cell timestamps
     )
     client.execute()
+    drop_progress_bars(nb)
     atomic_write(path, lambda tmp: nbformat.write(nb, tmp))  # a failed run never leaves half a notebook
 
 

@@ -90,6 +90,37 @@ def test_structure(path):
                 assert (NOTEBOOK_DIR / target).exists(), f"link to {target}, which does not exist"
 
 
+def _run_notebooks_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_saved_outputs_keep_no_progress_bars():
+    """A saved tqdm bar reads "0%" forever; scripts/run_notebooks.py drops them, sliders stay."""
+    script = _run_notebooks_script()
+    bar = nbformat.v4.new_output(
+        "display_data",
+        data={
+            "text/plain": "epoch 1/3:   0%|          | 0/32 [00:00<?, ?it/s]",
+            script.WIDGET_VIEW: {"model_id": "a", "version_major": 2, "version_minor": 0},
+        },
+    )
+    panel = nbformat.v4.new_output(
+        "display_data", data={"text/plain": "VBox(children=(FloatSlider(value=0.0),))", script.WIDGET_VIEW: {}}
+    )
+    printed = nbformat.v4.new_output("stream", name="stdout", text="epoch   1/3  loss 0.5 ... 0%|x| 1/2\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fit()", outputs=[bar, printed, panel])])
+    assert script.drop_progress_bars(nb) == 1
+    assert nb.cells[0].outputs == [printed, panel]
+    for path in NOTEBOOKS:
+        saved = [out for cell in read(path).cells if cell.cell_type == "code" for out in cell.outputs]
+        assert not [out for out in saved if script.is_progress_bar(out)], f"{path.name} keeps a saved progress bar"
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_runs_in_fast_mode(path, tmp_path, monkeypatch):

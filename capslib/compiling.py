@@ -45,6 +45,11 @@ class CompiledOrEager:
 
     def __call__(self, *args, **kwargs):
         if self.compiled:
+            # Checks that read tensor values (CapsNet's label range) are skipped inside the compiled
+            # graph; a model that has them exposes check_inputs, run here eagerly.
+            check_inputs = getattr(self.model, "check_inputs", None)
+            if check_inputs is not None:
+                check_inputs(*args, **kwargs)
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as err:  # the first call compiles: a missing toolchain fails here

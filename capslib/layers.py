@@ -133,7 +133,15 @@ class RoutingCaps(nn.Module):
         is True (or None and ``u`` is on the CPU), no trace is asked for and autocast is off (the
         fused backward is fp32/fp64)."""
         wanted = self.fused if self.fused is not None else u.device.type == "cpu"
-        if not wanted or return_trace or u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
+        # Under torch.compile the reference path: the compiler fuses it, and the hand-written
+        # backward (autograd.grad inside) would split the compiled graph.
+        if (
+            not wanted
+            or return_trace
+            or torch.compiler.is_compiling()
+            or u.dim() != 3
+            or u.shape[1:] != (self.in_capsules, self.in_dim)
+        ):
             return False
         try:
             return not torch.is_autocast_enabled(u.device.type)

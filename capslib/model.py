@@ -134,6 +134,13 @@ class CapsNet(nn.Module):
         if not x.dtype.is_floating_point:
             raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
 
+    def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None, *args, **kwargs) -> None:
+        """The input checks of :meth:`forward`, callable on their own: a compiled model skips the
+        label-range check (it would split the graph), so ``compiled_or_eager`` runs this first."""
+        self.check_images(x)
+        if y is not None:
+            check_labels(y, x.shape[0], self.num_classes)
+
     def _conv1(self, x: torch.Tensor) -> torch.Tensor:
         """``self.conv1(x)``; on CPU with gradients on, computed channels-last (same numbers).
 
@@ -143,7 +150,8 @@ class CapsNet(nn.Module):
         layout, so the features are handed on in that layout (timed on a 2-core x86-64 CPU; the
         whole model's speed is in benchmarks/perf.py).
         """
-        if x.device.type != "cpu" or not torch.is_grad_enabled():
+        # Under torch.compile the compiler picks the layouts (and as_strided would split its graph).
+        if x.device.type != "cpu" or not torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.conv1(x)
         if x.shape[1] == 1:  # one channel: the same memory, only the strides say "channels-last"
             x = x.contiguous()
@@ -161,9 +169,7 @@ class CapsNet(nn.Module):
             y: ``(B,)`` true labels; required while training with a decoder.
             return_trace: also return every routing iteration (and ``u_hat``).
         """
-        self.check_images(x)
-        if y is not None:
-            check_labels(y, x.shape[0], self.num_classes)
+        self.check_inputs(x, y)
         features = torch.relu_(self._conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
         u = self.primary_caps(features)  # (B, N_in, D_in)
         u_hat, trace = None, None

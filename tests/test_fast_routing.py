@@ -211,6 +211,38 @@ def test_compile_passes_the_models_own_value_errors_through(monkeypatch):
     assert step.compiled
 
 
+def test_compiled_model_still_rejects_bad_labels(monkeypatch):
+    """Inside a compiled graph the label-range check is skipped; the wrapper runs it eagerly."""
+    tracing = [False]
+
+    def fake_compile(model, **options):
+        def run(*args, **kwargs):  # the model as dynamo traces it: is_compiling() is True inside
+            tracing[0] = True
+            try:
+                return model(*args, **kwargs)
+            finally:
+                tracing[0] = False
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: tracing[0])
+    step = compiled_or_eager(capslib.CapsNet())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\), got values from 0 to 10"):
+        step(torch.rand(2, 1, 28, 28), torch.tensor([0, 10]))
+    assert step.compiled
+
+
+@pytest.mark.slow
+def test_compiled_training_forward_is_one_graph():
+    """No graph breaks: the compiled model takes the reference routing and skips value checks."""
+    import torch._dynamo as dynamo
+
+    model = capslib.CapsNet().train()
+    explained = dynamo.explain(model)(torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]))
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+
+
 def test_compile_disabled_returns_the_model():
     model = capslib.CapsNet()
     assert compiled_or_eager(model, enabled=False) is model

@@ -119,9 +119,9 @@ def reconstructions() -> Path:
     out = model(images)
     fig, axes = plt.subplots(2, 12, figsize=(12, 2.6))
     for k in range(12):
-        axes[0, k].imshow(images[k, 0], cmap="gray_r")
+        axes[0, k].imshow(images[k, 0].numpy(), cmap="gray_r")
         axes[0, k].set_title(f"label {labels[k].item()}", fontsize=8)
-        axes[1, k].imshow(out.reconstructions[k, 0], cmap="gray_r")
+        axes[1, k].imshow(out.reconstructions[k, 0].numpy(), cmap="gray_r")
         axes[1, k].set_title(f"read {out.predictions[k].item()} ({out.lengths[k].max():.2f})", fontsize=8)
         for ax in axes[:, k]:
             ax.set_xticks([])

@@ -29,7 +29,7 @@ __all__ = [
     "plot_reconstruction_from_pose",
 ]
 
-PERTURBATIONS = torch.linspace(-0.25, 0.25, 11)
+PERTURBATIONS = torch.arange(-5, 6, dtype=torch.float32) * 0.05  # linspace would make the middle -3.7e-9 ("-0.00")
 """The paper's Figure 4 offsets: -0.25 to 0.25 in steps of 0.05 (11 values)."""
 
 
@@ -37,6 +37,11 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _np(x):
+    """A CPU numpy copy for matplotlib (tensors handed to it directly trip numpy 2's copy protocol)."""
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:
@@ -127,7 +132,7 @@ def plot_mistakes(
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):  # more axes than mistakes
-        ax.imshow(images[i, 0].cpu(), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(_np(images[i, 0]), cmap="gray_r", vmin=0, vmax=1)
         text = f"{name(int(labels[i]))} -> {name(int(predictions[i]))}"
         if lengths is not None:
             text += f"\n|v| {float(lengths[i].max()):.2f}"
@@ -240,12 +245,12 @@ def plot_coupling(
     fig, axes = plt.subplots(1, ncols, figsize=(2.2 * ncols + 1.2, 3.2), squeeze=False, layout="constrained")
     axes = axes[0]
     picture = _check_image(image)[0, 0].cpu()  # (H, W)
-    axes[0].imshow(picture, cmap="gray_r", vmin=0, vmax=1)
+    axes[0].imshow(_np(picture), cmap="gray_r", vmin=0, vmax=1)
     axes[0].set(title="input", xlabel="x (pixels)", ylabel="y (pixels)")
     for r in range(iterations):
         ax = axes[r + 1]
-        ax.imshow(picture, cmap="gray_r", vmin=0, vmax=1, alpha=0.45)
-        shown = ax.imshow(grids[r], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, alpha=0.9)
+        ax.imshow(_np(picture), cmap="gray_r", vmin=0, vmax=1, alpha=0.45)
+        shown = ax.imshow(_np(grids[r]), cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, alpha=0.9)
         if float(grids[r].abs().max()) > 1e-4:  # iteration 1 is uniform: no strongest position to box
             row, col = divmod(int(grids[r].abs().argmax()), grid_w)
             top, left, bottom, right = boxes[row, col].tolist()
@@ -288,7 +293,7 @@ def plot_coupling_types(maps: dict[str, torch.Tensor], class_index: int, iterati
         if t >= num_types:
             ax.axis("off")
             continue
-        shown = ax.imshow(c[t], cmap="viridis", vmin=0, vmax=1)
+        shown = ax.imshow(_np(c[t]), cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"type {t}", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("grid row", fontsize=8)
@@ -365,7 +370,7 @@ def plot_dimension_grid(perturbed: dict[str, torch.Tensor], ax=None, title: str 
     mosaic = recon[:, :, 0].permute(0, 2, 1, 3).reshape(dims * height, num_values * width)  # (D*H, V*W)
     if ax is None:
         _, ax = plt.subplots(figsize=(0.62 * num_values + 1.2, 0.62 * dims + 0.8))
-    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(_np(mosaic), cmap="gray_r", vmin=0, vmax=1)
     ax.set_xticks([width * (k + 0.5) for k in range(num_values)])
     ax.set_xticklabels([f"{float(v):+.2f}" for v in perturbed["values"]], rotation=90, fontsize=8)
     ax.set_yticks([height * (d + 0.5) for d in range(dims)])
@@ -415,11 +420,11 @@ def plot_reconstruction_from_pose(
 
     fig, axes = plt.subplots(1, 3, figsize=(10, 3), gridspec_kw={"width_ratios": [1, 1, 2.2]})
     for ax, picture, name in zip(axes[:2], recon, ("unchanged pose", "pose + offsets"), strict=True):
-        ax.imshow(picture[0], cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(_np(picture[0]), cmap="gray_r", vmin=0, vmax=1)
         ax.set(title=name, xlabel="x (pixels)", ylabel="y (pixels)")
-    steps = torch.arange(dims)
-    axes[2].bar(steps - 0.2, pose, width=0.4, label="pose", color="tab:grey")
-    axes[2].bar(steps + 0.2, pose + offsets, width=0.4, label="pose + offsets", color="tab:orange")
+    steps = _np(torch.arange(dims))
+    axes[2].bar(steps - 0.2, _np(pose), width=0.4, label="pose", color="tab:grey")
+    axes[2].bar(steps + 0.2, _np(pose + offsets), width=0.4, label="pose + offsets", color="tab:orange")
     axes[2].set(title="the 16 numbers the decoder sees", xlabel="capsule dimension", ylabel="value")
     axes[2].set_xticks(steps)
     axes[2].legend(fontsize=8)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .utils import check_index
+
 __all__ = [
     "PERTURBATIONS",
     "plot_training_curves",
@@ -224,8 +226,7 @@ def plot_coupling(
     num_out = lengths.shape[1]
     if class_index is None:
         class_index = int(lengths[-1].argmax())
-    if not 0 <= class_index < num_out:
-        raise ValueError(f"class_index must lie in [0, {num_out}), got {class_index}")
+    class_index = check_index("class_index", class_index, num_out)
     c = maps["coupling"][:, class_index]  # (R, T, H', W')
     weights = maps["vote_lengths"][class_index] if weighted else torch.ones_like(c[0])  # (T, H', W')
     grids = (c * weights).sum(dim=1) / weights.sum(dim=0) - 1.0 / num_out  # (R, H', W')
@@ -283,6 +284,10 @@ def plot_coupling_types(maps: dict[str, torch.Tensor], class_index: int, iterati
         The figure (colour: ``c_ij`` from 0 to 1, ``1 / N_out`` is an equal share).
     """
     plt = _plt()
+    num_iterations, num_out = maps["coupling"].shape[:2]
+    class_index = check_index("class_index", class_index, num_out)
+    if not -num_iterations <= iteration < num_iterations:
+        raise ValueError(f"iteration must lie in [-{num_iterations}, {num_iterations}), got {iteration}")
     c = maps["coupling"][iteration, class_index]  # (T, H', W')
     num_types = c.shape[0]
     nrows = math.ceil(num_types / ncols)
@@ -336,9 +341,10 @@ def perturb_dimensions(
         out = model(image)
     finally:
         model.train(was_training)
-    if class_index is None:
-        class_index = int(out.predictions[0])
     poses = out.poses  # (1, N_out, D_out)
+    class_index = (
+        int(out.predictions[0]) if class_index is None else check_index("class_index", class_index, poses.shape[1])
+    )
     dims = poses.shape[-1]
     values = values.to(poses)  # (V,)
     offsets = torch.einsum("de,v->dve", torch.eye(dims).to(poses), values)  # (D_out, V, D_out), d: dim moved
@@ -406,6 +412,7 @@ def plot_reconstruction_from_pose(
     """
     plt = _plt()
     dims = pose.shape[-1]
+    class_index = check_index("class_index", class_index, model.decoder.num_capsules)
     if pose.dim() != 1:
         raise ValueError(f"pose must have shape (D_out,), got {tuple(pose.shape)}")
     offsets = torch.zeros(dims) if offsets is None else torch.as_tensor(offsets, dtype=pose.dtype)

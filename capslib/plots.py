@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .utils import check_index
+
 __all__ = [
     "plot_digit",
     "plot_images",
@@ -90,6 +92,8 @@ def plot_images(images, captions=None, title: str = "Images", ncols: int = 8, cm
         array = array[:, 0]
     if array.ndim != 3:
         raise ValueError(f"expected images of shape (B, 1, H, W) or (B, H, W), got {array.shape}")
+    if captions is not None and len(captions) != len(array):
+        raise ValueError(f"expected one caption per image ({len(array)}), got {len(captions)}")
     fig, axes = _grid(len(array), ncols, panel=1.3)
     for k, (ax, image) in enumerate(zip(axes, array, strict=False)):
         ax.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
@@ -255,10 +259,13 @@ def plot_routing_iterations(trace, example: int = 0, target: int | None = None, 
         The figure: output lengths ``|v_j|`` per iteration; mean coupling ``mean_i c_ij`` per
         iteration and class; the distribution over input capsules of ``c_i,target``.
     """
+    if not trace:
+        raise ValueError("trace is empty: route with return_trace=True and at least one iteration")
+    example = check_index("example", example, trace[0].v.shape[0])
     lengths = np.stack([np.linalg.norm(_np(step.v[example]), axis=-1) for step in trace])  # (R, N_out)
     coupling = np.stack([_np(step.c[example]) for step in trace])  # (R, N_in, N_out)
     num_iterations, num_out = lengths.shape
-    target = int(lengths[-1].argmax()) if target is None else target
+    target = int(lengths[-1].argmax()) if target is None else check_index("target", target, num_out)
     iterations = np.arange(1, num_iterations + 1)
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
     colours = plt.get_cmap("tab10")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "atomic_write"]
+__all__ = ["seed_everything", "get_device", "atomic_write", "check_index"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -63,3 +63,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_index(name: str, value: int, size: int) -> int:
+    """``value`` if it lies in ``[0, size)``, else a ``ValueError`` naming ``name`` (Python's negative
+    indices are refused too: in a picture of class ``-1`` nobody would know which class is meant)."""
+    if not 0 <= int(value) < size:
+        raise ValueError(f"{name} must lie in [0, {size}), got {value}")
+    return int(value)

@@ -84,3 +84,24 @@ def test_dimension_plots_label_the_middle_offset_zero(model, images):
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[5] == "+0.00" and labels[0] == "-0.25" and labels[-1] == "+0.25"
     interpret.plot_reconstruction_from_pose(model, perturbed["pose"], class_index=2, offsets=[0.1] * 16)
+
+
+def test_bad_indices_and_sizes_raise_value_errors(model):
+    image = torch.rand(1, 28, 28)
+    trace = model(image[None], return_trace=True).trace
+    maps = interpret.coupling_maps(model, image, iterations=2)
+    pose = torch.rand(16)
+    cases = [
+        (lambda: plots.plot_images(torch.rand(4, 1, 28, 28), captions=["a"]), "one caption per image"),
+        (lambda: plots.plot_routing_iterations(trace, example=1), r"example must lie in \[0, 1\)"),
+        (lambda: plots.plot_routing_iterations(trace, target=10), r"target must lie in \[0, 10\)"),
+        (lambda: plots.plot_routing_iterations([]), "trace is empty"),
+        (lambda: interpret.plot_coupling(model, image, class_index=-1), r"class_index must lie in \[0, 10\)"),
+        (lambda: interpret.plot_coupling_types(maps, class_index=10), r"class_index must lie in \[0, 10\)"),
+        (lambda: interpret.plot_coupling_types(maps, class_index=1, iteration=2), r"iteration must lie in \[-2, 2\)"),
+        (lambda: interpret.perturb_dimensions(model, image, class_index=10), r"class_index must lie in \[0, 10\)"),
+        (lambda: interpret.plot_reconstruction_from_pose(model, pose, class_index=10), r"must lie in \[0, 10\)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()

@@ -10,7 +10,7 @@ import weakref
 
 import torch
 
-__all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels"]
+__all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels", "mark_labels_checked"]
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
@@ -79,6 +79,16 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> Non
         low, high = _label_range(labels)
         if low < 0 or high >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}), got values from {low} to {high}")
+    if version is not None:
+        _last_checked = (weakref.ref(labels), version, num_classes)
+
+
+def mark_labels_checked(labels: torch.Tensor, num_classes: int) -> None:
+    """Record that ``labels`` lie in ``[0, num_classes)`` without reading them back: for a training
+    loop that checked its whole label set once (``capslib.train.fit`` does), so that its batches
+    cost no device synchronisation. An in-place change to ``labels`` voids the record."""
+    global _last_checked
+    version = _version(labels)
     if version is not None:
         _last_checked = (weakref.ref(labels), version, num_classes)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .functional import check_labels
+from .functional import check_labels, mark_labels_checked
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .routing import RoutingStep, check_iterations, dynamic_routing
 
@@ -196,6 +196,7 @@ class CapsNet(nn.Module):
                         "call model.eval() to mask with the predicted class instead"
                     )
                 mask_labels = lengths.argmax(dim=1)  # (B,)
+                mark_labels_checked(mask_labels, self.num_classes)  # an argmax: in range, no read-back
             else:
                 mask_labels = y
             reconstructions = self.decoder(v, mask_labels)  # (B, C, H, W)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .compiling import compiled_or_eager
 from .data import load_dataset, random_shift, split_train_val, to_tensors
-from .functional import margin_loss, reconstruction_loss
+from .functional import check_labels, margin_loss, mark_labels_checked, reconstruction_loss
 from .utils import atomic_write, get_device, seed_everything
 
 __all__ = ["TrainConfig", "fit", "train_step", "default_micro_batch", "total_loss", "save_atomic", "main"]
@@ -146,7 +146,9 @@ def train_step(
     size = micro_batch or batch
     optimizer.zero_grad(set_to_none=True)
     sums = torch.zeros(4, device=labels.device)  # loss, margin, reconstruction (batch means), correct
-    for x, y in zip(images.split(size), labels.split(size), strict=True):
+    # Whole batch: the tensors themselves (a split would make new ones, whose labels get checked again).
+    chunks = [(images, labels)] if size >= batch else zip(images.split(size), labels.split(size), strict=True)
+    for x, y in chunks:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             output = model(x, y)  # decoder masked with the TRUE label
         loss, margin, recon = total_loss(output, x, y, reconstruction_weight)
@@ -282,6 +284,15 @@ def fit(
     if config.train_limit:
         train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
     val_x, val_y = to_tensors(val_set)
+    # Check every label once, before any training: a bad one fails now, not mid-epoch, and the
+    # batches need no check of their own (on a GPU, each would be a synchronisation).
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None:
+        for name, labels in (("training", train_y), ("validation", val_y)):
+            try:
+                check_labels(labels, len(labels), num_classes)
+            except ValueError as err:
+                raise ValueError(f"{name} set: {err}") from None
     if device.type != "cpu":  # the whole dataset fits on any GPU: no loader in the hot loop
         train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
 
@@ -382,6 +393,8 @@ def fit(
             if config.max_shift:
                 x = random_shift(x, config.max_shift, generator=generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if num_classes is not None:
+                mark_labels_checked(y, num_classes)  # a slice of the checked train_y
             stats = train_step(step_model, optimizer, x, y, config.reconstruction_weight, micro_batch, use_amp)
             if ema is not None:
                 ema.update_parameters(model)

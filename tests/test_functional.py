@@ -202,6 +202,10 @@ def test_one_label_read_back_per_training_step(monkeypatch):
     assert len(calls) == 1
     train_step(model, optimizer, x, y.clone(), micro_batch=None)  # a new batch's labels: checked
     assert len(calls) == 2
+    model.eval()
+    with torch.no_grad():
+        model(x)  # the decoder masked with the model's own argmax: nothing to read back
+    assert len(calls) == 2
 
 
 def test_margin_loss_bad_lengths_shape():

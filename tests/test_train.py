@@ -299,3 +299,23 @@ def test_init_from_shipped_weights(tiny_data, tmp_path):
         torch.testing.assert_close(value.cpu(), shipped[key], atol=1e-6, rtol=0, msg=key)
     with pytest.raises(FileNotFoundError, match="init_from"):
         fit(None, train_set, val_set, tiny_config(tmp_path / "x", init_from=str(tmp_path / "none.pt")))
+
+
+def test_labels_checked_once_up_front_not_per_step(tiny_data, tmp_path, monkeypatch):
+    """fit checks the whole label set before training; its batches read no labels back (GPU syncs)."""
+    import capslib.functional as functional
+
+    calls = []
+    original = functional._label_range
+    monkeypatch.setattr(functional, "_label_range", lambda labels: calls.append(len(labels)) or original(labels))
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path))  # 2 epochs of 6 steps
+    assert calls == [120, 40]  # the training and the validation labels, once each
+
+
+def test_a_bad_label_fails_before_training(tiny_data, tmp_path):
+    images = torch.rand(30, 1, 28, 28)
+    labels = torch.zeros(30, dtype=torch.long)
+    labels[25] = 10  # late in the data: without the up-front check it would fail mid-epoch
+    with pytest.raises(ValueError, match=r"training set: labels must lie in \[0, 10\), got values from 0 to 10"):
+        fit(tiny_model(), TensorDataset(images, labels), tiny_data[1], tiny_config(tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()

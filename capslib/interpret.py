@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from .utils import check_index
+from .utils import to_numpy as _np
 
 __all__ = [
     "PERTURBATIONS",
@@ -39,11 +40,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _np(x):
-    """A CPU numpy copy for matplotlib (tensors handed to it directly trip numpy 2's copy protocol)."""
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:
@@ -429,7 +425,7 @@ def plot_reconstruction_from_pose(
     for ax, picture, name in zip(axes[:2], recon, ("unchanged pose", "pose + offsets"), strict=True):
         ax.imshow(_np(picture[0]), cmap="gray_r", vmin=0, vmax=1)
         ax.set(title=name, xlabel="x (pixels)", ylabel="y (pixels)")
-    steps = _np(torch.arange(dims))
+    steps = torch.arange(dims).numpy()
     axes[2].bar(steps - 0.2, _np(pose), width=0.4, label="pose", color="tab:grey")
     axes[2].bar(steps + 0.2, _np(pose + offsets), width=0.4, label="pose + offsets", color="tab:orange")
     axes[2].set(title="the 16 numbers the decoder sees", xlabel="capsule dimension", ylabel="value")

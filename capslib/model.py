@@ -135,8 +135,9 @@ class CapsNet(nn.Module):
             raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
 
     def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None, *args, **kwargs) -> None:
-        """The input checks of :meth:`forward`, callable on their own: a compiled model skips the
-        label-range check (it would split the graph), so ``compiled_or_eager`` runs this first."""
+        """The input checks of :meth:`forward` (``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` or None),
+        callable on their own: a compiled model skips the label-range check (it would split the
+        graph), so ``compiled_or_eager`` runs this first. Raises ``ValueError``."""
         self.check_images(x)
         if y is not None:
             check_labels(y, x.shape[0], self.num_classes)

@@ -15,9 +15,9 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from .utils import check_index
+from .utils import to_numpy as _np
 
 __all__ = [
     "plot_digit",
@@ -34,10 +34,6 @@ __all__ = [
 
 DIVERGING = "RdBu_r"  # signed values: weights, agreements (red > 0, blue < 0, white = 0)
 SEQUENTIAL = "viridis"  # non-negative values: activations, lengths, coupling coefficients
-
-
-def _np(x) -> np.ndarray:
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
 def _image2d(image) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "atomic_write", "check_index"]
+__all__ = ["seed_everything", "get_device", "atomic_write", "check_index", "to_numpy"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -71,3 +71,9 @@ def check_index(name: str, value: int, size: int) -> int:
     if not 0 <= int(value) < size:
         raise ValueError(f"{name} must lie in [0, {size}), got {value}")
     return int(value)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A float numpy array on the CPU, for matplotlib: tensors handed to it directly are detached
+    and converted by numpy's ``__array__`` protocol, which numpy 2 deprecates for them."""
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)

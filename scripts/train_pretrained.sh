@@ -24,20 +24,21 @@ elif [[ ${SWEEP} == 3 ]]; then
     [i]="--batch-size 128 --lr-decay 0.90 --epochs 40 --seed 9 --ema-decay 0.999"
     [j]="--batch-size 100 --lr-decay 0.92 --epochs 40 --seed 10 --ema-decay 0.999"
   )
-elif [[ ${SWEEP} == 4 ]]; then
-  runs=(
-    [k]="--init-from pretrained --batch-size 128 --lr 3e-4 --lr-decay 0.92 --epochs 20 --seed 11 --ema-decay 0.999"
-    [l]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 12 --ema-decay 0.999"
-    [m]="--init-from pretrained --batch-size 100 --lr 3e-4 --lr-decay 0.90 --epochs 20 --seed 13 --ema-decay 0.999"
-    [n]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 14 --ema-decay 0.9995"
-  )
-elif [[ ${SWEEP} == 5 ]]; then  # sweep 4's two best settings (l, n), new seeds
-  runs=(
-    [o]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 15 --ema-decay 0.999"
-    [p]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 16 --ema-decay 0.9995"
-    [q]="--init-from pretrained --batch-size 128 --lr 2e-4 --lr-decay 0.90 --epochs 20 --seed 17 --ema-decay 0.999"
-    [r]="--init-from pretrained --batch-size 128 --lr 1e-4 --lr-decay 0.95 --epochs 20 --seed 18 --ema-decay 0.9995"
-  )
+elif [[ ${SWEEP} == 4 || ${SWEEP} == 5 ]]; then
+  # Continue the shipped model for up to 20 epochs with weight averaging; two settings found best.
+  cont="--init-from pretrained --epochs 20"
+  slow="--batch-size 128 --lr 2e-4 --lr-decay 0.90 --ema-decay 0.999"
+  slower="--batch-size 128 --lr 1e-4 --lr-decay 0.95 --ema-decay 0.9995"
+  if [[ ${SWEEP} == 4 ]]; then
+    runs=(
+      [k]="$cont --batch-size 128 --lr 3e-4 --lr-decay 0.92 --ema-decay 0.999 --seed 11"
+      [l]="$cont $slow --seed 12"
+      [m]="$cont --batch-size 100 --lr 3e-4 --lr-decay 0.90 --ema-decay 0.999 --seed 13"
+      [n]="$cont $slower --seed 14"
+    )
+  else  # sweep 4's two best settings (l, n), new seeds
+    runs=([o]="$cont $slow --seed 15" [p]="$cont $slower --seed 16" [q]="$cont $slow --seed 17" [r]="$cont $slower --seed 18")
+  fi
 else
   runs=(
     [d]="--batch-size 128 --lr-decay 0.92 --epochs 38 --seed 4"

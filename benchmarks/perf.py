@@ -9,8 +9,9 @@ analytic FLOPs per image; training and inference images/s at batch 100 of capsli
 ``reference_impls.PlainCapsNet`` measured interleaved (A, B, B, A, A, B, ...; medians), their ratio and
 their efficiency (achieved FLOP/s / matmul FLOP/s); a table over batch size and routing
 iterations; peak memory of a training step (fresh subprocess per measurement); the part capslib
-fuses (predictions + routing, ``capslib.fast_routing``) against the plain einsums, with and without
-backward; the routing step alone against a textbook loop; and a torch.profiler table of one
+fuses (prediction vectors + routing, ``capslib.fused_routing``) against the plain einsums, with and without
+backward; the routing step alone against the loop-by-loop transcription of Procedure 1
+(``tests/reference.py``, the one the tests check against); and a torch.profiler table of one
 capslib training step.
 
 Training step = forward + margin/reconstruction loss + backward + Adam step, fp32; capslib's is
@@ -35,11 +36,14 @@ from pathlib import Path
 import torch
 
 import capslib
-from capslib.fast_routing import routed_capsules
+from capslib.fused_routing import routed_capsules
+from capslib.layers import resolve_routing_implementation
 from capslib.train import default_micro_batch, train_step
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_impls import PlainCapsNet, plain_loss, textbook_routing  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
+from reference import routing_reference  # noqa: E402
+from reference_impls import PlainCapsNet, plain_loss  # noqa: E402
 
 IMPLS = ("capslib", "plain")
 
@@ -95,19 +99,19 @@ def flops_per_image(model: capslib.CapsNet) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the two implementations
 
 
-# capslib's routing path in every section: None = the layer's default (fused on CPU), True, False.
-FUSED: bool | None = None
+# capslib's routing_implementation in every section but the one that compares them.
+ROUTING_IMPLEMENTATION = "auto"
 
 
-def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, fused: bool | None = None):
+def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, routing: str | None = None):
     """``(model, step)`` of ``impl``: ``step(x, y)`` is one training step (forward, loss, backward,
     Adam), capslib's as ``capslib.train.fit`` runs it. Both impls get the same initial weights.
-    ``fused`` sets capslib's ``digit_caps.fused`` (default: the module's ``FUSED``)."""
+    ``routing`` is capslib's ``routing_implementation`` (default: ``ROUTING_IMPLEMENTATION``)."""
     torch.manual_seed(seed)
     reference = capslib.CapsNet(routing_iterations=iterations)
     if impl == "capslib":
         model = reference.to(device)
-        model.digit_caps.fused = FUSED if fused is None else fused
+        model.routing_implementation = routing or ROUTING_IMPLEMENTATION
     elif impl == "plain":
         model = PlainCapsNet(routing_iterations=iterations)
         model.load_state_dict(reference.state_dict())
@@ -132,9 +136,9 @@ def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, f
     return model, step
 
 
-def make_steps(impl: str, device: torch.device, batch_size: int, iterations: int = 3, fused: bool | None = None):
+def make_steps(impl: str, device: torch.device, batch_size: int, iterations: int = 3, routing: str | None = None):
     """``(train_step, infer_step)`` closures of ``impl`` on a fixed random batch."""
-    model, step = build(impl, device, iterations, fused=fused)
+    model, step = build(impl, device, iterations, routing=routing)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch_size, 1, 28, 28, generator=generator).to(device)  # (B, 1, 28, 28)
     y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)  # (B,)
@@ -216,7 +220,7 @@ def headline(device, batch_size, repeats, min_seconds, flops) -> None:
 
 
 def fused_vs_reference(device, batch_sizes, repeats, min_seconds) -> None:
-    """capslib's two routing paths (``digit_caps.fused`` True / False), interleaved: which to default to."""
+    """capslib's two routing implementations, interleaved: what ``"auto"`` should pick on this device."""
     print(f"\n## capslib routing paths: fused vs reference, R=3 (interleaved, median of {repeats})")
     print(
         f"{'B':>5s} {'train fused':>12s} {'train ref':>10s} {'ratio':>6s} "
@@ -224,8 +228,8 @@ def fused_vs_reference(device, batch_sizes, repeats, min_seconds) -> None:
     )
     for batch_size in batch_sizes:
         steps = {}
-        for name, fused in (("fused", True), ("ref", False)):
-            steps[f"train {name}"], steps[f"infer {name}"] = make_steps("capslib", device, batch_size, fused=fused)
+        for name, routing in (("fused", "fused"), ("ref", "reference")):
+            steps[f"train {name}"], steps[f"infer {name}"] = make_steps("capslib", device, batch_size, routing=routing)
         ips = {name: batch_size / s for name, s in interleaved(steps, device, repeats, min_seconds).items()}
         print(
             f"{batch_size:5d} {ips['train fused']:12.1f} {ips['train ref']:10.1f} "
@@ -309,7 +313,7 @@ def _proc_status_mb(field: str) -> float:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def memory(device, batch_size, threads, fused: str = "auto") -> None:
+def memory(device, batch_size, threads, routing: str = "auto") -> None:
     kind = "peak allocated (CUDA)" if device.type == "cuda" else "peak RSS"
     print(f"\n## Memory of one training step at batch {batch_size}: {kind} growth, fresh subprocess each")
     params = sum(p.numel() for p in capslib.CapsNet().parameters())
@@ -319,7 +323,7 @@ def memory(device, batch_size, threads, fused: str = "auto") -> None:
     )
     for impl in IMPLS:
         command = [sys.executable, __file__, "--memory-child", impl, "--device", str(device)]
-        command += ["--batch-size", str(batch_size), "--threads", str(threads), "--fused", fused]
+        command += ["--batch-size", str(batch_size), "--threads", str(threads), "--routing-implementation", routing]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         how = f" ({result['how']})" if "how" in result else ""
@@ -329,7 +333,7 @@ def memory(device, batch_size, threads, fused: str = "auto") -> None:
 
 
 def routing_alone(device, batch_size, repeats) -> None:
-    """Forward of the routing step only (R=3, no grad): capslib vs plain einsum loop vs textbook loop."""
+    """Forward of the routing step only (R=3, no grad): capslib vs plain einsum loop vs the loop reference."""
     print(f"\n## Routing step alone: B={batch_size}, u_hat (B, 1152, 10, 16), R=3, forward, no grad")
     u_hat = 0.05 * torch.randn(batch_size, 1152, 10, 16, generator=torch.Generator().manual_seed(2)).to(device)
 
@@ -343,15 +347,15 @@ def routing_alone(device, batch_size, repeats) -> None:
     steps = {
         "capslib.dynamic_routing": lambda: capslib.dynamic_routing(u_hat, iterations=3),
         "plain (einsum, loop over R)": plain_einsum_routing,
-        "textbook (loops over i, j)": lambda: textbook_routing(u_hat, iterations=3),
+        "loop reference (n, i, j)": lambda: routing_reference(u_hat, iterations=3),
     }
     with torch.no_grad():
-        fast = {k: v for k, v in steps.items() if not k.startswith("textbook")}
+        fast = {k: v for k, v in steps.items() if not k.startswith("loop")}
         med = interleaved(fast, device, max(repeats, 3), min_seconds=0.2)
         med.update(interleaved({k: steps[k] for k in steps if k not in fast}, device, repeats, 0.0, warmup=0))
-    textbook = med["textbook (loops over i, j)"]
+    loops = med["loop reference (n, i, j)"]
     for name, seconds in med.items():
-        print(f"{name:30s} {seconds * 1e3:10.2f} ms   textbook/this {textbook / seconds:10.1f}x")
+        print(f"{name:30s} {seconds * 1e3:10.2f} ms   loops/this {loops / seconds:10.1f}x")
 
 
 def routing_layer(device, batch_size, repeats, iterations: int = 3) -> None:
@@ -423,15 +427,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--routing-batch", type=int, default=2, help="batch of the routing-alone comparison")
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table")
     p.add_argument(
-        "--fused",
-        choices=("auto", "on", "off"),
+        "--routing-implementation",
+        choices=capslib.ROUTING_IMPLEMENTATIONS,
         default="auto",
-        help="capslib's routing path: the layer's default (auto: fused on CPU), fused, or reference",
+        help="capslib's routing implementation in every section but 'fused vs reference'",
     )
     p.add_argument("--memory-child", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    global FUSED
-    FUSED = {"auto": None, "on": True, "off": False}[args.fused]
+    global ROUTING_IMPLEMENTATION
+    ROUTING_IMPLEMENTATION = args.routing_implementation
     if args.threads:
         torch.set_num_threads(args.threads)
     device = capslib.get_device(args.device)
@@ -443,10 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     table_repeats, table_min = (1, 0.0) if args.quick else (5, 0.5)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# capslib performance: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    layer = capslib.CapsNet().to(device).digit_caps
-    layer.fused = FUSED
-    path = "fused" if layer.uses_fused_path(torch.zeros(1, 1152, 8, device=device)) else "reference"
-    print(f"capslib routing path: {path} (--fused {args.fused})")
+    path = resolve_routing_implementation(ROUTING_IMPLEMENTATION, device)
+    print(f"capslib routing implementation: {path} (--routing-implementation {ROUTING_IMPLEMENTATION})")
 
     print("\n## Machine: fp32 matmul 2048x2048, all threads")
     print(f"matmul rate: {matmul_gflops(device, repeats=3 if args.quick else 10):.1f} GFLOP/s")
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     fused_vs_reference(
         device, sorted({args.batch_size, max(int(b) for b in args.batch_sizes.split(","))}), table_repeats, table_min
     )
-    memory(device, args.batch_size, torch.get_num_threads(), args.fused)
+    memory(device, args.batch_size, torch.get_num_threads(), ROUTING_IMPLEMENTATION)
     routing_layer(device, args.batch_size, 1 if args.quick else 5)
     routing_alone(device, args.routing_batch, 1 if args.quick else 3)
     if not args.no_profile:

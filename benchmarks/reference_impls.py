@@ -1,14 +1,14 @@
-"""Reference implementations that ``benchmarks/perf.py`` times capslib against (issue 6).
+"""The plain implementation that ``benchmarks/perf.py`` times capslib against.
 
-* :class:`PlainCapsNet`: the "plain vectorised implementation" of the issue: one einsum for the
+* :class:`PlainCapsNet`: a plain vectorised implementation: one einsum for the
   predictions ``u_hat``, one Python loop over the routing iterations, nothing else clever. It is
   written independently of capslib but keeps capslib's parameter names and shapes, so
   ``PlainCapsNet().load_state_dict(capslib.CapsNet().state_dict())`` works and both models
   compute the same thing from the same weights (``tests/test_benchmarks.py`` checks it).
   :func:`plain_loss` is its margin + reconstruction loss.
-* :func:`textbook_routing`: Procedure 1 of Sabour et al. 2017 with Python loops over the input
-  capsules ``i`` and the output capsules ``j`` (vectorised only over the batch and the capsule
-  dimension). Slow: for the routing-step-alone comparison at small batch sizes.
+
+The loop-by-loop transcription of Procedure 1 that perf.py's routing-alone section times is
+``tests/reference.py``, the same one the tests check capslib against.
 
 Shapes use capslib's vocabulary: ``B`` batch, ``N_in``/``N_out`` capsules in/out,
 ``D_in``/``D_out`` capsule dimensions, ``R`` routing iterations.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["PlainCapsNet", "PlainOutput", "plain_loss", "plain_squash", "textbook_routing"]
+__all__ = ["PlainCapsNet", "PlainOutput", "plain_loss", "plain_squash"]
 
 
 def plain_squash(s: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -50,9 +50,9 @@ class _PrimaryCapsParams(nn.Module):
 class _DigitCapsParams(nn.Module):
     """Holds ``digit_caps.weight`` ``(N_in, N_out, D_out, D_in)`` under capslib's name."""
 
-    def __init__(self, num_in: int, num_out: int, dim_out: int, dim_in: int) -> None:
+    def __init__(self, in_capsules: int, out_capsules: int, out_dim: int, in_dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(0.01 * torch.randn(num_in, num_out, dim_out, dim_in))
+        self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
 
 
 class _DecoderParams(nn.Module):
@@ -76,8 +76,8 @@ class PlainCapsNet(nn.Module):
     Args:
         routing_iterations: ``R`` (3).
         image_shape: ``(C, H, W)`` ((1, 28, 28)).
-        num_classes, class_dim: ``N_out`` and ``D_out`` (10, 16).
-        primary_types, primary_dim: capsule types and ``D_in`` (32, 8).
+        num_classes, out_dim: ``N_out`` and ``D_out`` (10, 16).
+        num_types, in_dim: ``T`` capsule types and ``D_in`` (32, 8).
 
     Shapes:
         ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` -> :class:`PlainOutput`.
@@ -88,28 +88,28 @@ class PlainCapsNet(nn.Module):
         routing_iterations: int = 3,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
-        class_dim: int = 16,
-        primary_types: int = 32,
-        primary_dim: int = 8,
+        out_dim: int = 16,
+        num_types: int = 32,
+        in_dim: int = 8,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
         self.routing_iterations = routing_iterations
         self.image_shape = tuple(image_shape)
-        self.primary_types, self.primary_dim = primary_types, primary_dim
+        self.num_types, self.in_dim = num_types, in_dim
         grid = ((height - 8) - 9) // 2 + 1, ((width - 8) - 9) // 2 + 1  # after the two 9x9 convolutions
-        num_in = primary_types * grid[0] * grid[1]
+        num_in = num_types * grid[0] * grid[1]
         self.conv1 = nn.Conv2d(channels, 256, kernel_size=9)
-        self.primary_caps = _PrimaryCapsParams(256, primary_types * primary_dim)
-        self.digit_caps = _DigitCapsParams(num_in, num_classes, class_dim, primary_dim)
-        self.decoder = _DecoderParams(num_classes * class_dim, channels * height * width)
+        self.primary_caps = _PrimaryCapsParams(256, num_types * in_dim)
+        self.digit_caps = _DigitCapsParams(num_in, num_classes, out_dim, in_dim)
+        self.decoder = _DecoderParams(num_classes * out_dim, channels * height * width)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> PlainOutput:
         batch = x.shape[0]
         h = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
         h = self.primary_caps.inner(h)  # (B, T*D_in, 6, 6)
-        h = h.view(batch, self.primary_types, self.primary_dim, -1)  # (B, T, D_in, 36)
-        u = plain_squash(h.transpose(2, 3).reshape(batch, -1, self.primary_dim))  # (B, N_in, D_in)
+        h = h.view(batch, self.num_types, self.in_dim, -1)  # (B, T, D_in, 36)
+        u = plain_squash(h.transpose(2, 3).reshape(batch, -1, self.in_dim))  # (B, N_in, D_in)
 
         # b: batch, i: input capsule, d: input dim, j: output capsule, e: output dim.
         u_hat = torch.einsum("bid,ijed->bije", u, self.digit_caps.weight)  # (B, N_in, N_out, D_out)
@@ -138,46 +138,3 @@ def plain_loss(
     )  # (B, N_out)
     recon = ((output.reconstructions - images) ** 2).flatten(start_dim=1).sum(dim=1)  # (B,)
     return margin.sum(dim=1).mean(dim=0) + reconstruction_weight * recon.mean(dim=0)
-
-
-def textbook_routing(u_hat: torch.Tensor, iterations: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Procedure 1 looping over input capsules ``i`` and output capsules ``j``.
-
-    Every operation acts on one ``(i, j)`` pair at a time (a ``(B,)`` logit or a ``(B, D_out)``
-    vector), as the procedure reads in the paper. For timing comparisons at small sizes.
-
-    Args:
-        u_hat: ``(B, N_in, N_out, D_out)`` prediction vectors.
-        iterations: ``R >= 1``.
-
-    Returns:
-        ``(v, c)``: ``(B, N_out, D_out)`` outputs and ``(B, N_in, N_out)`` final couplings.
-    """
-    _, num_in, num_out, _ = u_hat.shape
-    b = [[u_hat.new_zeros(u_hat.shape[0]) for _ in range(num_out)] for _ in range(num_in)]  # b[i][j]: (B,)
-    for r in range(iterations):
-        # Line 4: c_i = softmax_j(b_i), one input capsule at a time.
-        c = []
-        for i in range(num_in):
-            largest = b[i][0]
-            for j in range(1, num_out):
-                largest = torch.maximum(largest, b[i][j])
-            exps = [torch.exp(b[i][j] - largest) for j in range(num_out)]
-            total = exps[0]
-            for j in range(1, num_out):
-                total = total + exps[j]
-            c.append([e / total for e in exps])  # c[i][j]: (B,)
-        # Lines 5-6: s_j = sum_i c_ij u_hat_j|i, v_j = squash(s_j).
-        v = []
-        for j in range(num_out):
-            s_j = c[0][j][:, None] * u_hat[:, 0, j]  # (B, D_out)
-            for i in range(1, num_in):
-                s_j = s_j + c[i][j][:, None] * u_hat[:, i, j]
-            v.append(plain_squash(s_j))  # (B, D_out)
-        # Line 7: b_ij += u_hat_j|i . v_j (skipped after the last iteration: nothing reads it).
-        if r + 1 < iterations:
-            for i in range(num_in):
-                for j in range(num_out):
-                    b[i][j] = b[i][j] + (u_hat[:, i, j] * v[j]).sum(dim=1)
-    coupling = torch.stack([torch.stack(c_i, dim=1) for c_i in c], dim=1)  # (B, N_in, N_out)
-    return torch.stack(v, dim=1), coupling  # (B, N_out, D_out), (B, N_in, N_out)

@@ -1,39 +1,49 @@
 """capslib: Capsule Networks with dynamic routing (Sabour, Frosst & Hinton 2017, arXiv 1710.09829).
 
-Shape vocabulary, used in every docstring and shape comment of this package:
+Shape vocabulary, used in every docstring and shape comment of this package, and the argument
+name that holds each size wherever a constructor takes it:
 
-=========  ==============================================================
-``B``      batch size
-``C,H,W``  image channels, height, width (1, 28, 28 for MNIST)
-``N_in``   input capsules of a routing layer (1152 = 32 types x 6 x 6 for MNIST)
-``N_out``  output capsules (10 digit capsules)
-``D_in``   input capsule dimension (8)
-``D_out``  output capsule dimension (16)
-``R``      routing iterations (3)
-=========  ==============================================================
+=========  =====================  ==============================================================
+symbol     argument               meaning
+=========  =====================  ==============================================================
+``B``                             batch size
+``C,H,W``  ``image_shape``        image channels, height, width (1, 28, 28 for MNIST)
+``T``      ``num_types``          primary capsule types (32)
+``N_in``   ``in_capsules``        input capsules of a routing layer (1152 = 32 types x 6 x 6)
+``D_in``   ``in_dim``             their dimension (8): the primary capsules' dimension
+``N_out``  ``out_capsules``       output capsules of a routing layer (``num_classes`` = 10 in CapsNet)
+``D_out``  ``out_dim``            their dimension (16): the digit capsules' dimension
+``R``      ``routing_iterations`` routing iterations (3)
+=========  =====================  ==============================================================
 
-Modules, one job each: ``functional`` (squash, losses), ``routing`` (Procedure 1, the readable
-reference), ``fast_routing`` (predictions + routing fused, what the layers run), ``layers``
-(PrimaryCaps, RoutingCaps, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data``
-(MNIST, Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices), ``train`` (fit and its
-CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
-``widgets`` (sliders over plotting functions), ``plots`` (figures of the notebooks 01-04),
-``interpret`` (pictures of a trained model: coupling maps, Figure 4, mistakes), ``compiling``
-(opt-in ``torch.compile`` with an eager fallback).
+Paper names: ``u_hat`` are the *prediction vectors* ``W_ij u_i`` (``RoutingCaps.prediction_vectors``);
+a model's *predictions* are its predicted classes (``CapsNetOutput.predictions``).
+
+Modules, one job each: ``functional`` (squash, losses, label checks), ``routing`` (Procedure 1,
+the readable reference implementation), ``fused_routing`` (the fused implementation of the same
+maths, an optimisation), ``layers`` (PrimaryCaps, RoutingCaps and its ``routing_implementation``
+switch, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data`` (MNIST,
+Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices, ``eval_mode``), ``train`` (fit and
+its CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
+``widgets`` (sliders over plotting functions), ``interpret`` (tensors that explain a trained model:
+coupling maps, Figure 4's perturbations), ``plots`` (figures of notebooks 01-04), ``plots_trained``
+(figures of a trained model for notebooks 05-08: training curves, confusion matrix, mistakes,
+coupling maps, Figure 4), ``compiling`` (opt-in ``torch.compile`` with an eager fallback).
 """
 
-from .fast_routing import routed_capsules
 from .functional import margin_loss, reconstruction_loss, squash
-from .layers import Decoder, PrimaryCaps, RoutingCaps
+from .fused_routing import routed_capsules
+from .layers import ROUTING_IMPLEMENTATIONS, Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
 from .pretrained import load_checkpoint, load_pretrained
 from .routing import RoutingResult, RoutingStep, dynamic_routing
 from .tracing import ShapeTable, trace_shapes
-from .utils import get_device, seed_everything
+from .utils import eval_mode, get_device, seed_everything
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ROUTING_IMPLEMENTATIONS",
     "CapsNet",
     "CapsNetOutput",
     "Decoder",
@@ -43,6 +53,7 @@ __all__ = [
     "RoutingStep",
     "ShapeTable",
     "dynamic_routing",
+    "eval_mode",
     "get_device",
     "load_checkpoint",
     "load_pretrained",

@@ -1,11 +1,11 @@
-"""Opt-in ``torch.compile`` that falls back to eager mode cleanly (off by default everywhere).
+"""Opt-in ``torch.compile`` with an eager fallback (off by default everywhere).
 
-    step = compiled_or_eager(model)   # call step(x, y) in the training loop; keep model for state dicts
+    step_model = compiled_or_eager(model)   # call step_model(x, y) in the loop; keep model for state dicts
 
-``torch.compile`` needs a working compiler toolchain (a C++ compiler on CPU, Triton on CUDA) and
-compiles on the first call, so failures show up there, not at ``torch.compile(...)``. The wrapper
-catches them once, warns, and runs the plain model from then on. The wrapped model's parameters
-are shared, so optimizers and ``model.state_dict()`` (keys unchanged) keep working.
+``torch.compile`` compiles on the first call and needs a toolchain (a C++ compiler on CPU, Triton
+on CUDA), so a missing one fails there, not at ``torch.compile(...)``. The wrapper catches that
+once, warns, and runs ``model`` eagerly from then on. Parameters are shared, so optimizers and
+``model.state_dict()`` (keys unchanged) keep working.
 """
 
 from __future__ import annotations
@@ -15,51 +15,40 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["compiled_or_eager", "CompiledOrEager"]
-
-
-class CompiledOrEager:
-    """Callable running ``torch.compile(model)``, or ``model`` itself after a compile failure.
-
-    Attributes:
-        model: the eager module (use it for ``state_dict``, ``eval()``, hooks).
-        compiled: True while the compiled version is in use.
-    """
-
-    def __init__(self, model: nn.Module, **compile_options) -> None:
-        self.model = model
-        self.compiled = True
-        try:
-            self._compiled = torch.compile(model, **compile_options)
-        except Exception as err:  # torch.compile itself refused (unsupported Python, platform)
-            self._fall_back(err)
-
-    def _fall_back(self, err: Exception) -> None:
-        self.compiled = False
-        warnings.warn(
-            f"torch.compile is not usable here ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "running the model eagerly instead",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled:
-            # Checks that read tensor values (CapsNet's label range) are skipped inside the compiled
-            # graph; a model that has them exposes check_inputs, run here eagerly.
-            check_inputs = getattr(self.model, "check_inputs", None)
-            if check_inputs is not None:
-                check_inputs(*args, **kwargs)
-            try:
-                return self._compiled(*args, **kwargs)
-            except Exception as err:  # the first call compiles: a missing toolchain fails here
-                # A ValueError from the model's own input checks is the user's error, not the compiler's.
-                if isinstance(err, ValueError):
-                    raise
-                self._fall_back(err)
-        return self.model(*args, **kwargs)
+__all__ = ["compiled_or_eager"]
 
 
 def compiled_or_eager(model: nn.Module, enabled: bool = True, **compile_options):
-    """``CompiledOrEager(model)`` when ``enabled``, else ``model`` unchanged."""
-    return CompiledOrEager(model, **compile_options) if enabled else model
+    """``model`` itself when not ``enabled``; else a callable that runs ``torch.compile(model)``,
+    or ``model`` after the first compile failure (with one ``RuntimeWarning``).
+
+    Checks that read tensor values (CapsNet's label range) are skipped inside a compiled graph,
+    so a model's ``check_inputs(x, y)``, if it has one, runs eagerly before each compiled call:
+    bad labels still raise ``ValueError``.
+    """
+    if not enabled:
+        return model
+    compiled = torch.compile(model, **compile_options)
+    check_inputs = getattr(model, "check_inputs", None)
+
+    def run(*args, **kwargs):
+        nonlocal compiled
+        if compiled is not None:
+            if check_inputs is not None:
+                check_inputs(*args, **kwargs)
+            try:
+                return compiled(*args, **kwargs)
+            except ValueError:  # the model's own input checks: the caller's error, not the compiler's
+                raise
+            except Exception as err:
+                message = str(err).splitlines()[0][:200] if str(err) else ""
+                warnings.warn(
+                    f"torch.compile is not usable here ({type(err).__name__}: {message}); running the model eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                compiled = None
+        return model(*args, **kwargs)
+
+    run.model = model  # the eager module, for state dicts, eval() and hooks
+    return run

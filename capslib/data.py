@@ -36,7 +36,6 @@ __all__ = [
     "mnist",
     "fashion_mnist",
     "random_shift",
-    "RandomShift",
     "split_train_val",
     "to_tensors",
 ]
@@ -285,14 +284,3 @@ def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Gene
     # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
     out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
-
-
-class RandomShift(torch.nn.Module):
-    """:func:`random_shift` as a per-image transform for a torchvision pipeline: ``(C, H, W)`` in and out."""
-
-    def __init__(self, max_shift: int = 2) -> None:
-        super().__init__()
-        self.max_shift = max_shift
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return random_shift(image.unsqueeze(0), self.max_shift).squeeze(0)

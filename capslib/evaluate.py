@@ -4,8 +4,9 @@
     python -m capslib.evaluate pretrained                     # the shipped model
 
 prints the test accuracy, the error count and per-class accuracy, and writes a confusion-matrix
-figure. ``--export data/pretrained`` also writes the model as a half-precision state dict with a
-model card holding the accuracy OF THAT HALF-PRECISION FILE.
+figure (drawn by :func:`capslib.plots_trained.plot_confusion_matrix`). ``--export data/pretrained``
+also writes the model as a half-precision state dict with a model card holding the accuracy OF THAT
+HALF-PRECISION FILE.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import load_dataset, to_tensors
-from .utils import get_device
+from .utils import eval_mode, get_device
 
-__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "TEST_SLICE", "main"]
+__all__ = ["Evaluation", "evaluate", "TEST_SLICE", "main"]
 
 TEST_SLICE = 2000
 """The fixed test slice (the first 2,000 test images) whose error count the model card records."""
@@ -58,7 +59,6 @@ class Evaluation:
         return "\n".join(lines)
 
 
-@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     dataset=None,
@@ -67,7 +67,9 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
 ) -> Evaluation:
-    """Classify every image of ``dataset`` (default: the MNIST test set) in eval mode.
+    """Classify every image of ``dataset`` (default: the MNIST test set) in eval mode, without gradients.
+
+    The model goes back to the mode it was in (training or not) afterwards.
 
     Args:
         model: returns an object with ``lengths`` ``(B, N_out)`` for ``model(x)``.
@@ -86,13 +88,11 @@ def evaluate(
     else:
         device = get_device(device)
         model.to(device)
-    was_training = model.training
-    model.eval()
     all_lengths = []
-    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress, leave=False):
-        x = images[start : start + batch_size].to(device)
-        all_lengths.append(model(x).lengths.float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress, leave=False):
+            x = images[start : start + batch_size].to(device)
+            all_lengths.append(model(x).lengths.float().cpu())  # (B, N_out)
     lengths = torch.cat(all_lengths)  # (N, N_out)
     predictions = lengths.argmax(dim=1)  # (N,)
     num_classes = lengths.shape[1]
@@ -110,33 +110,6 @@ def evaluate(
         labels=labels,
         lengths=lengths,
     )
-
-
-def plot_confusion_matrix(confusion: torch.Tensor, ax=None, title: str = "Confusion matrix (test set)"):
-    """Draw ``confusion`` ``(N_out, N_out)`` with off-diagonal counts written in; returns the axes.
-
-    The diagonal dominates, so colours use a log scale to make the few errors visible.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 5.5))
-    counts = confusion.numpy()
-    image = ax.imshow(counts + 1, cmap="Blues", norm=LogNorm())
-    ax.figure.colorbar(image, ax=ax, label="count + 1 (log scale)")
-    n = counts.shape[0]
-    for i in range(n):
-        for j in range(n):
-            if counts[i, j]:
-                colour = "white" if i == j else "black"
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    return ax
 
 
 def _git_commit() -> str:
@@ -194,6 +167,8 @@ def main(argv: list[str] | None = None) -> Evaluation:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plots_trained import plot_confusion_matrix
 
     ax = plot_confusion_matrix(result.confusion, title=f"Confusion matrix: {result.errors} errors in {result.total}")
     figure.parent.mkdir(parents=True, exist_ok=True)

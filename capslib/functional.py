@@ -6,11 +6,9 @@ References are to Sabour, Frosst & Hinton 2017, "Dynamic Routing Between Capsule
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
-__all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels", "mark_labels_checked"]
+__all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels", "check_label_range"]
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
@@ -39,56 +37,37 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     return v.to(s.dtype)
 
 
-# The range check reads the labels back from the device, which on a GPU is a synchronisation that
-# stalls a launch-bound training step. One step hands the same labels to the model, to its mask and
-# to the loss, so a tensor checked before (the same object, unchanged since: same version counter)
-# against at most as many classes is not read again: one read-back per step instead of six.
-_last_checked: tuple[weakref.ref, int, int] | None = None  # (labels, their version, num_classes)
-
-
-def _version(labels: torch.Tensor) -> int | None:
-    try:
-        return labels._version
-    except RuntimeError:  # inference-mode tensors keep no version counter: never cached
-        return None
-
-
-def _label_range(labels: torch.Tensor) -> tuple[int, int]:
-    """``(min, max)`` of a non-empty integer tensor, read back in one transfer."""
-    low, high = torch.stack((labels.min(), labels.max())).tolist()
-    return low, high
-
-
 def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> None:
-    """Raise ``ValueError`` unless ``labels`` is an integer tensor ``(B,)`` in ``[0, num_classes)``."""
+    """Raise ``ValueError`` unless ``labels`` is an integer tensor ``(B,)`` of class indices.
+
+    Any integer dtype is accepted (``one_hot`` below gets them as int64). The value range
+    ``[0, num_classes)`` is checked here only for labels on the CPU, where it costs nothing: on a
+    GPU it would read the labels back, a synchronisation in every step. Data entering on a GPU is
+    range-checked once, on the CPU, where it enters (:func:`capslib.train.fit`,
+    :func:`capslib.evaluate.evaluate` call :func:`check_label_range` on the whole set).
+    """
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] != batch_size:
         raise ValueError(f"labels must have shape ({batch_size},), got {tuple(labels.shape)}")
-    if torch.compiler.is_compiling():  # a value check would split the compiled graph; eager mode checks
+    # Under torch.compile a value check would split the graph; compiled_or_eager checks eagerly first.
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_label_range(labels, num_classes)
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int, name: str = "labels") -> None:
+    """Raise ``ValueError`` unless every value of the integer tensor ``labels`` lies in ``[0, num_classes)``.
+
+    Reads the labels' minimum and maximum (a device synchronisation off the CPU): call it once per
+    dataset, not per step.
+    """
+    if labels.numel() == 0:
         return
-    version = _version(labels)
-    if _last_checked is not None and version is not None:
-        checked, checked_version, checked_classes = _last_checked
-        if checked() is labels and checked_version == version and num_classes >= checked_classes:
-            return
-    if labels.numel():
-        low, high = _label_range(labels)
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}), got values from {low} to {high}")
-    mark_labels_checked(labels, num_classes)
-
-
-def mark_labels_checked(labels: torch.Tensor, num_classes: int) -> None:
-    """Record that ``labels`` ``(B,)`` lie in ``[0, num_classes)`` without reading them back: for a training
-    loop that checked its whole label set once (``capslib.train.fit`` does), so that its batches
-    cost no device synchronisation. An in-place change to ``labels`` voids the record."""
-    global _last_checked
-    version = _version(labels)
-    if version is not None:
-        _last_checked = (weakref.ref(labels), version, num_classes)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got values from {low} to {high}")
 
 
 def margin_loss(
@@ -114,7 +93,7 @@ def margin_loss(
         raise ValueError(f"lengths must have shape (B, N_out), got {tuple(lengths.shape)}")
     batch_size, num_classes = lengths.shape
     check_labels(labels, batch_size, num_classes)
-    present = torch.nn.functional.one_hot(labels, num_classes).to(lengths.dtype)  # (B, N_out)
+    present = torch.nn.functional.one_hot(labels.long(), num_classes).to(lengths.dtype)  # (B, N_out)
     loss_present = present * torch.clamp(m_plus - lengths, min=0.0) ** 2
     loss_absent = lambda_ * (1.0 - present) * torch.clamp(lengths - m_minus, min=0.0) ** 2
     return (loss_present + loss_absent).sum(dim=1).mean(dim=0)

@@ -1,8 +1,8 @@
-"""Looking inside a trained CapsNet: training curves, mistakes, coupling maps, capsule dimensions.
+"""Looking inside a trained CapsNet: coupling maps, receptive fields, capsule dimensions, as tensors.
 
-Pure functions used by notebooks 05-08: the analysis functions return tensors, the ``plot_*``
-functions draw one figure (titled, axes labelled) and return it, so a notebook can call them once
-statically and then wrap them with :func:`capslib.widgets.interactive_plot`.
+Pure tensor work for notebooks 06-07: every function returns tensors (or a dict of them) on the
+CPU and draws nothing; :mod:`capslib.plots_trained` draws them. A function that runs the model
+runs it in eval mode without gradients and puts it back in the mode it was in.
 
 Shapes use the package vocabulary; ``T`` is the number of primary-capsule types and ``H', W'``
 their grid (32 and 6x6 for MNIST), so ``N_in = T * H' * W'`` in the order of
@@ -11,35 +11,23 @@ their grid (32 and 6x6 for MNIST), so ``N_in = T * H' * W'`` in the order of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-from .utils import check_index
-from .utils import to_numpy as _np
+from .utils import check_index, eval_mode
 
 __all__ = [
     "PERTURBATIONS",
-    "plot_training_curves",
-    "plot_mistakes",
     "coupling_maps",
+    "mean_coupling",
     "receptive_fields",
-    "plot_coupling",
-    "plot_coupling_types",
     "perturb_dimensions",
-    "plot_dimension_grid",
-    "plot_reconstruction_from_pose",
+    "decode_pose",
 ]
 
 PERTURBATIONS = torch.arange(-5, 6, dtype=torch.float32) * 0.05  # linspace would make the middle -3.7e-9 ("-0.00")
 """The paper's Figure 4 offsets: -0.25 to 0.25 in steps of 0.05 (11 values)."""
-
-
-def _plt():
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:
@@ -55,96 +43,10 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def plot_training_curves(history: Sequence[dict], axes=None, title: str = "Training curves"):
-    """Loss and accuracy per epoch, from ``capslib.train.fit(...)["history"]``.
-
-    Args:
-        history: one dict per epoch with ``epoch``, ``train_loss``, ``train_accuracy``, ``val_accuracy``.
-        axes: two matplotlib axes (loss, accuracy); None makes a new figure.
-
-    Returns:
-        The figure.
-    """
-    if not history:
-        raise ValueError("history is empty: train for at least one epoch")
-    plt = _plt()
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss_ax, acc_ax = axes
-    epochs = [h["epoch"] for h in history]
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="total")
-    loss_ax.plot(epochs, [h["train_margin_loss"] for h in history], "s--", label="margin")
-    loss_ax.set(xlabel="epoch", ylabel="training loss (mean over the epoch)", title="Loss")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented)")
-    acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "s-", label="validation")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    acc_ax.legend()
-    for ax in axes:
-        ax.set_xticks(epochs)
-        ax.grid(alpha=0.3)
-    fig = loss_ax.figure
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_mistakes(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    predictions: torch.Tensor,
-    lengths: torch.Tensor | None = None,
-    max_images: int = 24,
-    ncols: int = 8,
-    class_names: Sequence[str] | None = None,
-    title: str | None = None,
-):
-    """The misclassified images among ``images``, each titled ``true -> predicted``.
-
-    Args:
-        images: ``(N, C, H, W)`` in [0, 1]; labels, predictions: ``(N,)``.
-        lengths: optional ``(N, N_out)`` capsule lengths, to print the winning length.
-        max_images: draw at most this many mistakes (the first ones).
-
-    Returns:
-        The figure (a single message panel if there are no mistakes).
-    """
-    plt = _plt()
-    if not (len(images) == len(labels) == len(predictions)):
-        raise ValueError(
-            f"images, labels and predictions must have the same length, got {len(images)}, {len(labels)}, "
-            f"{len(predictions)}"
-        )
-    wrong = (labels != predictions).nonzero().flatten()  # (E,)
-    total = len(wrong)
-    wrong = wrong[:max_images]
-    name = (lambda k: class_names[k]) if class_names else str
-    title = title or f"{total} mistakes in {len(labels)} images (true -> predicted)"
-    if total == 0:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.axis("off")
-        ax.set_title(title)
-        return fig
-    nrows = math.ceil(len(wrong) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.75 * nrows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong.tolist(), strict=False):  # more axes than mistakes
-        ax.imshow(_np(images[i, 0]), cmap="gray_r", vmin=0, vmax=1)
-        text = f"{name(int(labels[i]))} -> {name(int(predictions[i]))}"
-        if lengths is not None:
-            text += f"\n|v| {float(lengths[i].max()):.2f}"
-        ax.set_title(text, fontsize=8)
-    fig.suptitle(title + (f"; first {len(wrong)} shown" if total > len(wrong) else ""))
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
 def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int = 3) -> dict[str, torch.Tensor]:
     """Route one image with ``iterations`` routing iterations and keep every iteration's coupling.
 
-    The model's own ``routing_iterations`` is restored afterwards; the model runs in eval mode.
+    The model's own ``routing_iterations`` and training mode are restored afterwards.
 
     Args:
         model: a :class:`capslib.CapsNet` (or a model with ``primary_caps``, ``primary_grid`` and the
@@ -159,14 +61,13 @@ def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int =
         ``lengths`` ``(R, N_out)``: the digit-capsule lengths ``|v_j|`` after each iteration.
     """
     image = _check_image(image).to(_model_device(model))
-    old_iterations, was_training = model.routing_iterations, model.training
-    model.routing_iterations = iterations
-    model.eval()
+    old_iterations = model.routing_iterations
+    model.routing_iterations = iterations  # raises ValueError for iterations < 1, before anything changed
     try:
-        out = model(image, return_trace=True)
+        with eval_mode(model):
+            out = model(image, return_trace=True)
     finally:
         model.routing_iterations = old_iterations
-        model.train(was_training)
     num_types = model.primary_caps.num_types
     grid_h, grid_w = model.primary_grid
     c = torch.stack([step.c[0] for step in out.trace])  # (R, N_in, N_out)
@@ -175,6 +76,29 @@ def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int =
     votes = votes.view(num_types, grid_h, grid_w, -1).permute(3, 0, 1, 2)  # (N_out, T, H', W')
     lengths = torch.stack([torch.linalg.vector_norm(step.v[0], dim=-1) for step in out.trace])  # (R, N_out)
     return {"coupling": c.cpu(), "vote_lengths": votes.cpu(), "lengths": lengths.cpu()}
+
+
+def mean_coupling(maps: dict[str, torch.Tensor], class_index: int, weighted: bool = True) -> torch.Tensor:
+    """Coupling to class ``j`` per grid position, averaged over the ``T`` types, minus the uniform share.
+
+    With ``weighted=True`` the mean over types is weighted by each vote's length ``|u_hat_{j|i}|``,
+    so that capsules which send almost nothing do not dilute it. ``1 / N_out`` (what every capsule
+    sends every class in the first iteration) is subtracted: above 0, position sends class ``j``
+    more than an equal share; below 0, less.
+
+    Args:
+        maps: the output of :func:`coupling_maps`.
+        class_index: ``j`` in ``[0, N_out)``.
+        weighted: weight the mean over types by vote length.
+
+    Returns:
+        ``(R, H', W')``: one grid per routing iteration.
+    """
+    num_out = maps["coupling"].shape[1]
+    class_index = check_index("class_index", class_index, num_out)
+    c = maps["coupling"][:, class_index]  # (R, T, H', W')
+    weights = maps["vote_lengths"][class_index] if weighted else torch.ones_like(c[0])  # (T, H', W')
+    return (c * weights).sum(dim=1) / weights.sum(dim=0) - 1.0 / num_out  # (R, H', W')
 
 
 def receptive_fields(grid_size: Sequence[int] = (6, 6), field: int = 17, stride: int = 2) -> torch.Tensor:
@@ -190,125 +114,35 @@ def receptive_fields(grid_size: Sequence[int] = (6, 6), field: int = 17, stride:
     return torch.stack([top, left, top + field - 1, left + field - 1], dim=-1)  # (H', W', 4)
 
 
-def plot_coupling(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    class_index: int | None = None,
-    iterations: int = 3,
-    weighted: bool = True,
-    title: str | None = None,
-):
-    """Which primary capsules send their output to digit capsule ``class_index``, per iteration.
-
-    Panel 0 is the image. Panel ``r`` draws iteration ``r``'s coupling coefficients ``c_ij`` to the
-    chosen class ``j`` on the image: one square per primary-grid position, placed at the centre of
-    that position's receptive field (the dashed box: the 17x17 field of the one furthest from uniform),
-    its colour the mean over the ``T`` capsule types MINUS the uniform share ``1 / N_out`` (red:
-    more than an equal share goes to class ``j``, blue: less). With ``weighted=True`` the mean over
-    types is weighted by each vote's length ``|u_hat_{j|i}|``, so that capsules which send almost
-    nothing do not dilute it. The last panel plots every class's ``|v_j|`` per iteration.
+def decode_pose(model: torch.nn.Module, poses: torch.Tensor, class_index: int) -> torch.Tensor:
+    """Reconstruct images from poses of digit capsule ``class_index`` alone (the others zero).
 
     Args:
-        image: ``(C, H, W)``; class_index: ``j`` (None: the class predicted after routing).
+        model: a CapsNet with a decoder (``model.decoder``, a :class:`capslib.Decoder`).
+        poses: ``(D_out,)`` one pose or ``(B, D_out)`` several, all of class ``class_index``.
+        class_index: ``j`` in ``[0, N_out)``, the decoder slot the poses go into.
 
     Returns:
-        The figure.
+        ``(B, C, H, W)`` reconstructions on the CPU (``B = 1`` for a single pose).
     """
-    plt = _plt()
-    from matplotlib.patches import Rectangle
-
-    maps = coupling_maps(model, image, iterations)
-    lengths = maps["lengths"]  # (R, N_out)
-    num_out = lengths.shape[1]
-    if class_index is None:
-        class_index = int(lengths[-1].argmax())
-    class_index = check_index("class_index", class_index, num_out)
-    c = maps["coupling"][:, class_index]  # (R, T, H', W')
-    weights = maps["vote_lengths"][class_index] if weighted else torch.ones_like(c[0])  # (T, H', W')
-    grids = (c * weights).sum(dim=1) / weights.sum(dim=0) - 1.0 / num_out  # (R, H', W')
-    limit = max(float(grids.abs().max()), 0.01)
-    boxes = receptive_fields(grids.shape[1:])  # (H', W', 4)
-    grid_h, grid_w = grids.shape[1:]
-    centre_top, centre_left = boxes[0, 0, :2].float() + (boxes[0, 0, 2:] - boxes[0, 0, :2]).float() / 2
-    step = float(boxes[min(1, grid_h - 1), 0, 0] - boxes[0, 0, 0]) or 1.0
-    extent = (
-        float(centre_left) - step / 2,
-        float(centre_left) + step * (grid_w - 0.5),
-        float(centre_top) + step * (grid_h - 0.5),
-        float(centre_top) - step / 2,
-    )
-
-    ncols = iterations + 2
-    fig, axes = plt.subplots(1, ncols, figsize=(2.2 * ncols + 1.2, 3.2), squeeze=False, layout="constrained")
-    axes = axes[0]
-    picture = _check_image(image)[0, 0].cpu()  # (H, W)
-    axes[0].imshow(_np(picture), cmap="gray_r", vmin=0, vmax=1)
-    axes[0].set(title="input", xlabel="x (pixels)", ylabel="y (pixels)")
-    for r in range(iterations):
-        ax = axes[r + 1]
-        ax.imshow(_np(picture), cmap="gray_r", vmin=0, vmax=1, alpha=0.45)
-        shown = ax.imshow(_np(grids[r]), cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, alpha=0.9)
-        if float(grids[r].abs().max()) > 1e-4:  # iteration 1 is uniform: no strongest position to box
-            row, col = divmod(int(grids[r].abs().argmax()), grid_w)
-            top, left, bottom, right = boxes[row, col].tolist()
-            box = Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False, ls="--", lw=1)
-            ax.add_patch(box)
-        ax.set(xlim=(-0.5, picture.shape[1] - 0.5), ylim=(picture.shape[0] - 0.5, -0.5))
-        ax.set(title=f"iteration {r + 1}\n|v_{class_index}| = {lengths[r, class_index]:.2f}", xlabel="x (pixels)")
-        ax.set_yticks([])
-    what = "vote-weighted mean c" if weighted else "mean c"
-    fig.colorbar(shown, ax=axes[1 : iterations + 1].tolist(), label=f"{what} - 1/{num_out}", shrink=0.85)
-    ax = axes[-1]
-    steps = torch.arange(1, iterations + 1)
-    for j in range(num_out):
-        bold = j == class_index
-        ax.plot(steps, lengths[:, j], "o-" if bold else "-", lw=2.5 if bold else 0.8, color=None if bold else "grey")
-    ax.set(title=f"|v_j| (class {class_index} bold)", xlabel="iteration", ylabel="capsule length", ylim=(0, 1))
-    ax.set_xticks(steps)
-    fig.suptitle(title or f"Coupling to digit capsule {class_index} per routing iteration ({what} over the types)")
-    return fig
+    decoder = getattr(model, "decoder", None)
+    if decoder is None:
+        raise ValueError("decode_pose needs a model with a decoder (reconstruction=True)")
+    class_index = check_index("class_index", class_index, decoder.out_capsules)
+    if poses.dim() == 1:
+        poses = poses.unsqueeze(0)  # (1, D_out)
+    if poses.dim() != 2 or poses.shape[1] != decoder.out_dim:
+        raise ValueError(
+            f"poses must have shape ({decoder.out_dim},) or (B, {decoder.out_dim}), got {tuple(poses.shape)}"
+        )
+    device = _model_device(model)
+    batch = poses.new_zeros(len(poses), decoder.out_capsules, decoder.out_dim)  # (B, N_out, D_out)
+    batch[:, class_index] = poses  # (B, D_out)
+    labels = torch.full((len(poses),), class_index, device=device)  # (B,)
+    with eval_mode(model):
+        return decoder(batch.to(device), labels).cpu()  # (B, C, H, W)
 
 
-def plot_coupling_types(maps: dict[str, torch.Tensor], class_index: int, iteration: int = -1, ncols: int = 8):
-    """Every primary capsule's coupling to one class: the ``T`` type grids ``H' x W'`` side by side.
-
-    Args:
-        maps: the output of :func:`coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
-        class_index: ``j``; iteration: which iteration (0-based, -1: the last).
-
-    Returns:
-        The figure (colour: ``c_ij`` from 0 to 1, ``1 / N_out`` is an equal share).
-    """
-    plt = _plt()
-    num_iterations, num_out = maps["coupling"].shape[:2]
-    class_index = check_index("class_index", class_index, num_out)
-    if not -num_iterations <= iteration < num_iterations:
-        raise ValueError(f"iteration must lie in [-{num_iterations}, {num_iterations}), got {iteration}")
-    c = maps["coupling"][iteration, class_index]  # (T, H', W')
-    num_types = c.shape[0]
-    nrows = math.ceil(num_types / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols + 1, 1.4 * nrows + 0.6), layout="constrained")
-    for t, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if t >= num_types:
-            ax.axis("off")
-            continue
-        shown = ax.imshow(_np(c[t]), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"type {t}", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("grid row", fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("grid column", fontsize=8)
-    fig.colorbar(shown, ax=axes.ravel().tolist(), label=f"coupling c to class {class_index}", shrink=0.8)
-    iteration_number = iteration + 1 if iteration >= 0 else maps["coupling"].shape[0] + iteration + 1
-    fig.suptitle(
-        f"Coupling of each of the {c.numel()} primary capsules to class {class_index}, iteration {iteration_number}"
-    )
-    return fig
-
-
-@torch.no_grad()
 def perturb_dimensions(
     model: torch.nn.Module,
     image: torch.Tensor,
@@ -331,106 +165,21 @@ def perturb_dimensions(
     if getattr(model, "decoder", None) is None:
         raise ValueError("perturb_dimensions needs a model with a decoder (reconstruction=True)")
     image = _check_image(image).to(_model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model(image)
-    finally:
-        model.train(was_training)
     poses = out.poses  # (1, N_out, D_out)
     class_index = (
         int(out.predictions[0]) if class_index is None else check_index("class_index", class_index, poses.shape[1])
     )
-    dims = poses.shape[-1]
-    values = values.to(poses)  # (V,)
-    offsets = torch.einsum("de,v->dve", torch.eye(dims).to(poses), values)  # (D_out, V, D_out), d: dim moved
-    batch = poses.expand(dims * len(values), -1, -1).clone()  # (D_out * V, N_out, D_out)
-    batch[:, class_index] += offsets.reshape(-1, dims)  # (D_out * V, D_out)
-    labels = torch.full((len(batch),), class_index, device=poses.device)  # (D_out * V,)
-    recon = model.decoder(batch, labels)  # (D_out * V, C, H, W)
+    pose = poses[0, class_index]  # (D_out,)
+    dims = pose.shape[-1]
+    values = values.to(pose)  # (V,)
+    # d: the dimension moved, v: the value added, e: the pose's dimensions (one-hot at d, times the value)
+    offsets = torch.einsum("de,v->dve", torch.eye(dims).to(pose), values)  # (D_out, V, D_out)
+    recon = decode_pose(model, (pose + offsets).reshape(-1, dims), class_index)  # (D_out * V, C, H, W)
     return {
-        "reconstructions": recon.view(dims, len(values), *recon.shape[1:]).cpu(),  # (D_out, V, C, H, W)
-        "pose": poses[0, class_index].cpu(),
+        "reconstructions": recon.view(dims, len(values), *recon.shape[1:]),  # (D_out, V, C, H, W)
+        "pose": pose.cpu(),
         "values": values.cpu(),
         "class_index": torch.tensor(class_index),
     }
-
-
-def plot_dimension_grid(perturbed: dict[str, torch.Tensor], ax=None, title: str | None = None):
-    """Draw :func:`perturb_dimensions`' reconstructions as one mosaic: a row per dimension.
-
-    Args:
-        perturbed: its output (``reconstructions`` ``(D_out, V, C, H, W)``, ``values`` ``(V,)``).
-        ax: matplotlib axes; None makes a new figure.
-
-    Returns:
-        The figure.
-    """
-    plt = _plt()
-    recon = perturbed["reconstructions"]
-    dims, num_values, _, height, width = recon.shape
-    mosaic = recon[:, :, 0].permute(0, 2, 1, 3).reshape(dims * height, num_values * width)  # (D*H, V*W)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.62 * num_values + 1.2, 0.62 * dims + 0.8))
-    ax.imshow(_np(mosaic), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_xticks([width * (k + 0.5) for k in range(num_values)])
-    ax.set_xticklabels([f"{float(v):+.2f}" for v in perturbed["values"]], rotation=90, fontsize=8)
-    ax.set_yticks([height * (d + 0.5) for d in range(dims)])
-    ax.set_yticklabels([str(d) for d in range(dims)], fontsize=8)
-    ax.set_xlabel("offset added to the dimension")
-    ax.set_ylabel("capsule dimension")
-    ax.set_title(title or f"Perturbing each dimension of digit capsule {int(perturbed['class_index'])}")
-    for k in range(1, dims):
-        ax.axhline(k * height - 0.5, color="white", lw=0.5)
-    for k in range(1, num_values):
-        ax.axvline(k * width - 0.5, color="white", lw=0.5)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
-@torch.no_grad()
-def plot_reconstruction_from_pose(
-    model: torch.nn.Module,
-    pose: torch.Tensor,
-    class_index: int,
-    offsets: Sequence[float] | None = None,
-    title: str | None = None,
-):
-    """Decode one digit capsule ``pose`` + ``offsets``: the reconstruction and the pose as bars.
-
-    Args:
-        model: a CapsNet with a decoder (``model.decoder``, ``num_classes``).
-        pose: ``(D_out,)`` the digit capsule of class ``class_index`` (e.g. ``perturb_dimensions(...)["pose"]``).
-        offsets: ``D_out`` numbers added to the pose (None: zeros).
-
-    Returns:
-        The figure: the unchanged reconstruction, the changed one, and the pose before/after.
-    """
-    plt = _plt()
-    dims = pose.shape[-1]
-    class_index = check_index("class_index", class_index, model.decoder.num_capsules)
-    if pose.dim() != 1:
-        raise ValueError(f"pose must have shape (D_out,), got {tuple(pose.shape)}")
-    offsets = torch.zeros(dims) if offsets is None else torch.as_tensor(offsets, dtype=pose.dtype)
-    if offsets.shape != (dims,):
-        raise ValueError(f"offsets must have {dims} numbers, got shape {tuple(offsets.shape)}")
-    device = _model_device(model)
-    decoder = model.decoder
-    poses = pose.new_zeros(2, decoder.num_capsules, dims)  # (2, N_out, D_out)
-    poses[:, class_index] = torch.stack([pose, pose + offsets])  # (2, D_out)
-    labels = torch.full((2,), class_index, device=device)  # (2,)
-    recon = decoder(poses.to(device), labels).cpu()  # (2, C, H, W)
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3), gridspec_kw={"width_ratios": [1, 1, 2.2]})
-    for ax, picture, name in zip(axes[:2], recon, ("unchanged pose", "pose + offsets"), strict=True):
-        ax.imshow(_np(picture[0]), cmap="gray_r", vmin=0, vmax=1)
-        ax.set(title=name, xlabel="x (pixels)", ylabel="y (pixels)")
-    steps = torch.arange(dims).numpy()
-    axes[2].bar(steps - 0.2, _np(pose), width=0.4, label="pose", color="tab:grey")
-    axes[2].bar(steps + 0.2, _np(pose + offsets), width=0.4, label="pose + offsets", color="tab:orange")
-    axes[2].set(title="the 16 numbers the decoder sees", xlabel="capsule dimension", ylabel="value")
-    axes[2].set_xticks(steps)
-    axes[2].legend(fontsize=8)
-    fig.suptitle(title or f"Reconstruction from digit capsule {class_index}")
-    fig.tight_layout()
-    return fig

@@ -10,25 +10,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .fast_routing import routed_capsules
 from .functional import check_labels, squash
+from .fused_routing import routed_capsules
 from .routing import RoutingResult, check_iterations, dynamic_routing
 
-__all__ = ["PrimaryCaps", "RoutingCaps", "Decoder"]
+__all__ = ["PrimaryCaps", "RoutingCaps", "Decoder", "ROUTING_IMPLEMENTATIONS", "resolve_routing_implementation"]
 
 
 class PrimaryCaps(nn.Module):
     """Turn a feature map into squashed capsule vectors.
 
-    An inner network maps the features ``(B, C, H, W)`` to ``num_types * capsule_dim`` channels
-    ``(B, T*D, H', W')``. By default it is the paper's 9x9 stride-2 convolution; pass any module
-    as ``inner`` to use another (it must output exactly ``num_types * capsule_dim`` channels).
+    An inner network maps the features ``(B, C, H, W)`` to ``num_types * in_dim`` channels
+    ``(B, T*D_in, H', W')``. By default it is the paper's 9x9 stride-2 convolution; pass any module
+    as ``inner`` to use another (it must output exactly ``num_types * in_dim`` channels).
 
     Capsule layout (the notebooks draw capsules on the ``H' x W'`` grid with it):
 
-    * channel ``t * capsule_dim + d`` of the inner network's output is component ``d`` of
-      capsule type ``t`` (each type owns ``capsule_dim`` consecutive channels);
-    * one capsule is the ``capsule_dim`` channels of one type at ONE spatial position;
+    * channel ``t * in_dim + d`` of the inner network's output is component ``d`` of
+      capsule type ``t`` (each type owns ``in_dim`` consecutive channels);
+    * one capsule is the ``in_dim`` channels of one type at ONE spatial position;
     * capsules are ordered type-major: capsule ``n = t * (H' * W') + row * W' + col``.
 
     For MNIST: 32 types on a 6x6 grid, ``N_in = 1152``, capsule 0 is type 0 at (0, 0),
@@ -37,7 +37,8 @@ class PrimaryCaps(nn.Module):
     Args:
         in_channels: ``C`` of the feature map (256 for MNIST); used by the default inner net.
         num_types: ``T`` capsule types (32).
-        capsule_dim: ``D_in`` components per capsule (8).
+        in_dim: ``D_in``, the components of each capsule it makes (8): these are the input
+            capsules of the routing layer that follows.
         kernel_size, stride: of the default convolution (9, 2).
         inner: optional module replacing the default convolution.
 
@@ -49,33 +50,57 @@ class PrimaryCaps(nn.Module):
         self,
         in_channels: int = 256,
         num_types: int = 32,
-        capsule_dim: int = 8,
+        in_dim: int = 8,
         kernel_size: int = 9,
         stride: int = 2,
         inner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.num_types = num_types
-        self.capsule_dim = capsule_dim
+        self.in_dim = in_dim
         if inner is None:
-            inner = nn.Conv2d(in_channels, num_types * capsule_dim, kernel_size=kernel_size, stride=stride)
+            inner = nn.Conv2d(in_channels, num_types * in_dim, kernel_size=kernel_size, stride=stride)
         self.inner = inner
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 4:
             raise ValueError(f"PrimaryCaps expects features of shape (B, C, H, W), got {tuple(features.shape)}")
-        out = self.inner(features)  # (B, T*D, H', W')
-        expected = self.num_types * self.capsule_dim
+        out = self.inner(features)  # (B, T*D_in, H', W')
+        expected = self.num_types * self.in_dim
         if out.dim() != 4 or out.shape[1] != expected:
             raise ValueError(
-                f"the inner network must output (B, {expected}, H', W') = num_types*capsule_dim channels, "
+                f"the inner network must output (B, {expected}, H', W') = num_types*in_dim channels, "
                 f"got {tuple(out.shape)}"
             )
         batch_size, _, height, width = out.shape
-        out = out.reshape(batch_size, self.num_types, self.capsule_dim, height, width)  # (B, T, D, H', W')
+        out = out.reshape(batch_size, self.num_types, self.in_dim, height, width)  # (B, T, D, H', W')
         out = out.permute(0, 1, 3, 4, 2)  # (B, T, H', W', D)
-        u = out.reshape(batch_size, self.num_types * height * width, self.capsule_dim)  # (B, N_in, D_in)
+        u = out.reshape(batch_size, self.num_types * height * width, self.in_dim)  # (B, N_in, D_in)
         return squash(u, dim=-1)
+
+
+ROUTING_IMPLEMENTATIONS = ("auto", "reference", "fused")
+
+
+def check_routing_implementation(name: object) -> str:
+    """Return ``name`` if it is one of :data:`ROUTING_IMPLEMENTATIONS`, else raise ``ValueError``."""
+    if name not in ROUTING_IMPLEMENTATIONS:
+        raise ValueError(f"routing_implementation must be one of {ROUTING_IMPLEMENTATIONS}, got {name!r}")
+    return name
+
+
+def resolve_routing_implementation(name: str, device: torch.device) -> str:
+    """What ``"auto"`` means, in one rule: ``"fused"`` on the CPU, ``"reference"`` everywhere else.
+
+    On the CPU the fused path is about 3x faster than the reference for predictions + routing
+    (``benchmarks/perf.py``); on a GPU both time the same (the step is bound by kernel launches,
+    docs/performance.md), so the readable reference runs there. While ``torch.compile`` traces,
+    ``"auto"`` is the reference too: the compiler fuses it itself, and the fused path's hand-written
+    backward would split the compiled graph. ``"reference"`` and ``"fused"`` are taken as given.
+    """
+    if check_routing_implementation(name) != "auto":
+        return name
+    return "fused" if device.type == "cpu" and not torch.compiler.is_compiling() else "reference"
 
 
 class RoutingCaps(nn.Module):
@@ -83,13 +108,25 @@ class RoutingCaps(nn.Module):
 
     Holds one transform ``W_ij`` (``D_out x D_in``) per pair of input capsule ``i`` and output
     capsule ``j``: ``weight`` has shape ``(N_in, N_out, D_out, D_in)`` (frozen state-dict layout).
-    Forward computes ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them (Procedure 1).
+    Forward computes the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them (Procedure 1).
+
+    Two implementations of the same numbers, chosen by ``routing_implementation`` (like
+    transformers' ``attn_implementation``):
+
+    * ``"reference"``: :meth:`prediction_vectors`, then :func:`capslib.dynamic_routing`, the readable
+      code the notebooks teach, line by line beside the paper;
+    * ``"fused"``: :func:`capslib.fused_routing.routed_capsules`, the same maths in one autograd
+      function with a hand-written backward, an optimisation tested equal to the reference;
+    * ``"auto"`` (default): see :func:`resolve_routing_implementation` (fused on the CPU).
+
+    ``return_trace=True`` always routes with the reference: the trace is its record.
 
     Args:
         in_capsules, in_dim: ``N_in`` and ``D_in`` (1152 and 8 for MNIST).
         out_capsules, out_dim: ``N_out`` and ``D_out`` (10 and 16).
         routing_iterations: ``R``; a plain attribute that may be changed after training.
         detach_intermediate: see :func:`capslib.dynamic_routing`.
+        routing_implementation: ``"auto"``, ``"reference"`` or ``"fused"``; a plain attribute.
 
     Shapes:
         input ``u`` ``(B, N_in, D_in)`` -> ``v`` ``(B, N_out, D_out)`` and ``c`` ``(B, N_in, N_out)``.
@@ -103,56 +140,39 @@ class RoutingCaps(nn.Module):
         out_dim: int = 16,
         routing_iterations: int = 3,
         detach_intermediate: bool = False,
+        routing_implementation: str = "auto",
     ) -> None:
         super().__init__()
         self.in_capsules, self.in_dim = in_capsules, in_dim
         self.out_capsules, self.out_dim = out_capsules, out_dim
         self.routing_iterations = check_iterations(routing_iterations)
         self.detach_intermediate = detach_intermediate
+        self.routing_implementation = check_routing_implementation(routing_implementation)
         # Small init keeps the first predictions short, so routing starts near-uniform.
         self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
-        # Plain attribute (not in the state dict): route with capslib.fast_routing, the same numbers
-        # as predictions() + dynamic_routing() but faster. True: always; False: the readable
-        # reference path; None (default): fused on CPU, where it is 3x faster; reference elsewhere:
-        # on an H200 both time the same (the step is launch-bound; benchmarks/results/
-        # perf_cuda_h200_fused.txt), and MPS is untimed.
-        self.fused: bool | None = None
 
-    def predictions(self, u: torch.Tensor) -> torch.Tensor:
-        """``u_hat = W u``: ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
+    def check_input(self, u: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``u`` is ``(B, N_in, D_in)`` for this layer."""
         if u.dim() != 3 or u.shape[1:] != (self.in_capsules, self.in_dim):
             raise ValueError(
                 f"RoutingCaps expects input capsules of shape (B, {self.in_capsules}, {self.in_dim}), "
                 f"got {tuple(u.shape)}"
             )
+
+    def prediction_vectors(self, u: torch.Tensor) -> torch.Tensor:
+        """The prediction vectors ``u_hat = W u`` (Eq. 2): ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
+        self.check_input(u)
         # i: input capsule, j: output capsule, e: output dim, d: input dim.
         return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
 
-    def uses_fused_path(self, u: torch.Tensor, return_trace: bool = False) -> bool:
-        """Whether :meth:`forward` takes :func:`capslib.fast_routing.routed_capsules`: when ``fused``
-        is True (or None and ``u`` is on the CPU), no trace is asked for and autocast is off (the
-        fused backward is fp32/fp64)."""
-        wanted = self.fused if self.fused is not None else u.device.type == "cpu"
-        # Under torch.compile the reference path: the compiler fuses it, and the hand-written
-        # backward (autograd.grad inside) would split the compiled graph.
-        if (
-            not wanted
-            or return_trace
-            or torch.compiler.is_compiling()
-            or u.dim() != 3
-            or u.shape[1:] != (self.in_capsules, self.in_dim)
-        ):
-            return False
-        try:
-            return not torch.is_autocast_enabled(u.device.type)
-        except RuntimeError:  # a device type autocast does not know (e.g. "meta"): no autocast there
-            return True
-
     def forward(self, u: torch.Tensor, return_trace: bool = False) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
-        """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)`` or a :class:`RoutingResult`."""
-        if self.uses_fused_path(u, return_trace):
+        """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)``, or with ``return_trace`` a
+        :class:`capslib.RoutingResult` (which also holds ``u_hat``)."""
+        self.check_input(u)
+        implementation = resolve_routing_implementation(self.routing_implementation, u.device)
+        if implementation == "fused" and not return_trace:
             return routed_capsules(u, self.weight, self.routing_iterations, self.detach_intermediate)
-        u_hat = self.predictions(u)  # (B, N_in, N_out, D_out)
+        u_hat = self.prediction_vectors(u)  # (B, N_in, N_out, D_out)
         return dynamic_routing(
             u_hat,
             iterations=self.routing_iterations,
@@ -163,7 +183,8 @@ class RoutingCaps(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in=({self.in_capsules}, {self.in_dim}), out=({self.out_capsules}, {self.out_dim}), "
-            f"routing_iterations={self.routing_iterations}, detach_intermediate={self.detach_intermediate}"
+            f"routing_iterations={self.routing_iterations}, detach_intermediate={self.detach_intermediate}, "
+            f"routing_implementation={self.routing_implementation!r}"
         )
 
 
@@ -173,22 +194,22 @@ class Decoder(nn.Module):
     ``(B, N_out, D_out)`` -> mask -> ``(B, N_out * D_out)`` -> 512 -> 1024 -> ``C*H*W``, sigmoid.
 
     Args:
-        num_capsules, capsule_dim: ``N_out`` and ``D_out`` (10, 16).
+        out_capsules, out_dim: ``N_out`` and ``D_out`` (10, 16), the routing layer's output capsules.
         image_shape: ``(C, H, W)`` of the reconstruction ((1, 28, 28)).
         hidden: widths of the hidden layers ((512, 1024)).
     """
 
     def __init__(
         self,
-        num_capsules: int = 10,
-        capsule_dim: int = 16,
+        out_capsules: int = 10,
+        out_dim: int = 16,
         image_shape: Sequence[int] = (1, 28, 28),
         hidden: Sequence[int] = (512, 1024),
     ) -> None:
         super().__init__()
-        self.num_capsules, self.capsule_dim = num_capsules, capsule_dim
+        self.out_capsules, self.out_dim = out_capsules, out_dim
         self.image_shape = tuple(image_shape)
-        widths = [num_capsules * capsule_dim, *hidden]
+        widths = [out_capsules * out_dim, *hidden]
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
@@ -208,11 +229,11 @@ class Decoder(nn.Module):
         Returns:
             ``(B, C, H, W)`` reconstructions in [0, 1].
         """
-        if poses.dim() != 3 or poses.shape[1:] != (self.num_capsules, self.capsule_dim):
+        if poses.dim() != 3 or poses.shape[1:] != (self.out_capsules, self.out_dim):
             raise ValueError(
-                f"Decoder expects poses of shape (B, {self.num_capsules}, {self.capsule_dim}), got {tuple(poses.shape)}"
+                f"Decoder expects poses of shape (B, {self.out_capsules}, {self.out_dim}), got {tuple(poses.shape)}"
             )
-        check_labels(labels, poses.shape[0], self.num_capsules)
-        mask = torch.nn.functional.one_hot(labels, self.num_capsules).to(poses.dtype)  # (B, N_out)
+        check_labels(labels, poses.shape[0], self.out_capsules)
+        mask = torch.nn.functional.one_hot(labels.long(), self.out_capsules).to(poses.dtype)  # (B, N_out)
         masked = (poses * mask.unsqueeze(-1)).flatten(start_dim=1)  # (B, N_out * D_out)
         return self.net(masked).view(poses.shape[0], *self.image_shape)  # (B, C, H, W)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .functional import check_labels, mark_labels_checked
-from .layers import Decoder, PrimaryCaps, RoutingCaps
-from .routing import RoutingStep, check_iterations, dynamic_routing
+from .functional import check_labels
+from .layers import Decoder, PrimaryCaps, RoutingCaps, check_routing_implementation
+from .routing import RoutingStep, check_iterations
 
 __all__ = ["CapsNet", "CapsNetOutput"]
 
@@ -60,11 +60,14 @@ class CapsNet(nn.Module):
         routing_iterations: ``R`` (3); a plain attribute, may be changed on a trained model.
         reconstruction: build the decoder (True).
         image_shape: ``(C, H, W)`` of the input images ((1, 28, 28)).
-        num_classes: ``N_out`` digit capsules (10).
+        num_classes: ``N_out`` digit capsules, one per class (10).
         conv_channels: Conv1 filters (256).
-        primary_types, primary_dim: capsule types and their dimension (32, 8).
-        class_dim: ``D_out`` of the digit capsules (16).
+        num_types, in_dim: ``T`` primary capsule types and ``D_in``, their dimension (32, 8).
+        out_dim: ``D_out`` of the digit capsules (16).
         detach_intermediate: see :func:`capslib.dynamic_routing` (False, as the official code).
+        routing_implementation: ``"auto"`` (default), ``"reference"`` or ``"fused"``: which code
+            routes, the same numbers either way (see :class:`capslib.RoutingCaps`); a plain
+            attribute, not saved in checkpoints.
     """
 
     def __init__(
@@ -74,10 +77,11 @@ class CapsNet(nn.Module):
         image_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
         conv_channels: int = 256,
-        primary_types: int = 32,
-        primary_dim: int = 8,
-        class_dim: int = 16,
+        num_types: int = 32,
+        in_dim: int = 8,
+        out_dim: int = 16,
         detach_intermediate: bool = False,
+        routing_implementation: str = "auto",
     ) -> None:
         super().__init__()
         # Constructor arguments, saved in checkpoints so capslib.load_checkpoint can rebuild the model.
@@ -87,16 +91,16 @@ class CapsNet(nn.Module):
             image_shape=tuple(image_shape),
             num_classes=num_classes,
             conv_channels=conv_channels,
-            primary_types=primary_types,
-            primary_dim=primary_dim,
-            class_dim=class_dim,
+            num_types=num_types,
+            in_dim=in_dim,
+            out_dim=out_dim,
             detach_intermediate=detach_intermediate,
         )
         channels, height, width = image_shape
         self.image_shape = (channels, height, width)
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(channels, conv_channels, kernel_size=9, stride=1)
-        self.primary_caps = PrimaryCaps(conv_channels, primary_types, primary_dim, kernel_size=9, stride=2)
+        self.primary_caps = PrimaryCaps(conv_channels, num_types, in_dim, kernel_size=9, stride=2)
         grid_h = _conv_out(_conv_out(height, 9, 1), 9, 2)
         grid_w = _conv_out(_conv_out(width, 9, 1), 9, 2)
         if grid_h < 1 or grid_w < 1:
@@ -105,14 +109,15 @@ class CapsNet(nn.Module):
             )
         self.primary_grid = (grid_h, grid_w)
         self.digit_caps = RoutingCaps(
-            in_capsules=primary_types * grid_h * grid_w,
-            in_dim=primary_dim,
+            in_capsules=num_types * grid_h * grid_w,
+            in_dim=in_dim,
             out_capsules=num_classes,
-            out_dim=class_dim,
+            out_dim=out_dim,
             routing_iterations=routing_iterations,
             detach_intermediate=detach_intermediate,
+            routing_implementation=routing_implementation,
         )
-        self.decoder = Decoder(num_classes, class_dim, self.image_shape) if reconstruction else None
+        self.decoder = Decoder(num_classes, out_dim, self.image_shape) if reconstruction else None
 
     @property
     def routing_iterations(self) -> int:
@@ -122,6 +127,15 @@ class CapsNet(nn.Module):
     @routing_iterations.setter
     def routing_iterations(self, value: int) -> None:
         self.digit_caps.routing_iterations = check_iterations(value)
+
+    @property
+    def routing_implementation(self) -> str:
+        """``"auto"``, ``"reference"`` or ``"fused"``: which code routes (see :class:`capslib.RoutingCaps`)."""
+        return self.digit_caps.routing_implementation
+
+    @routing_implementation.setter
+    def routing_implementation(self, value: str) -> None:
+        self.digit_caps.routing_implementation = check_routing_implementation(value)
 
     def check_images(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is a float batch ``(B, C, H, W)`` of this model's size."""
@@ -174,16 +188,10 @@ class CapsNet(nn.Module):
         features = torch.relu_(self._conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
         u = self.primary_caps(features)  # (B, N_in, D_in)
         u_hat, trace = None, None
-        if return_trace:  # the readable reference path, keeping every iteration and u_hat
-            u_hat = self.digit_caps.predictions(u)  # (B, N_in, N_out, D_out)
-            routed = dynamic_routing(
-                u_hat,
-                iterations=self.digit_caps.routing_iterations,
-                detach_intermediate=self.digit_caps.detach_intermediate,
-                return_trace=True,
-            )
-            v, c, trace = routed.v, routed.c, routed.trace
-        else:  # RoutingCaps picks the fused or the reference path
+        if return_trace:  # the reference path, which records every iteration and u_hat
+            routed = self.digit_caps(u, return_trace=True)
+            v, c, trace, u_hat = routed.v, routed.c, routed.trace, routed.u_hat
+        else:
             v, c = self.digit_caps(u)  # (B, N_out, D_out), (B, N_in, N_out)
         lengths = torch.linalg.vector_norm(v, dim=-1)  # (B, N_out)
 
@@ -197,7 +205,6 @@ class CapsNet(nn.Module):
                         "call model.eval() to mask with the predicted class instead"
                     )
                 mask_labels = lengths.argmax(dim=1)  # (B,)
-                mark_labels_checked(mask_labels, self.num_classes)  # an argmax: in range, no read-back
             else:
                 mask_labels = y
             reconstructions = self.decoder(v, mask_labels)  # (B, C, H, W)
@@ -207,5 +214,5 @@ class CapsNet(nn.Module):
             reconstructions=reconstructions,
             coupling=c,
             trace=trace,
-            u_hat=u_hat if return_trace else None,
+            u_hat=u_hat,
         )

@@ -1,5 +1,8 @@
 """Pure plotting functions for notebooks 01-04: tensors in, a matplotlib figure or axes out.
 
+The figures of a trained model (notebooks 05-08: training curves, confusion matrix, mistakes,
+coupling maps, Figure 4) are in :mod:`capslib.plots_trained`.
+
 Each function draws from its arguments only (no model calls, no globals), so a notebook can call
 it once statically and then wrap it in :func:`capslib.widgets.interactive_plot`. Functions that
 draw one panel take ``ax=None`` and return the axes; functions that draw several panels make
@@ -143,7 +146,7 @@ def plot_feature_maps(maps, indices=None, title: str = "Feature maps", ncols: in
     return fig
 
 
-def plot_capsule_anatomy(primary_out, capsule: int, capsule_dim: int = 8, title: str | None = None):
+def plot_capsule_anatomy(primary_out, capsule: int, in_dim: int = 8, title: str | None = None):
     """Show which numbers of the primary convolution's output form capsule ``n``.
 
     Args:
@@ -151,7 +154,7 @@ def plot_capsule_anatomy(primary_out, capsule: int, capsule_dim: int = 8, title:
             image (``(256, 6, 6)`` for MNIST), before squashing.
         capsule: ``n`` in ``[0, T * H' * W')``; capsule ``n = t * H'W' + row * W' + col`` is made of
             channels ``t * D_in .. t * D_in + D_in - 1`` at position ``(row, col)``.
-        capsule_dim: ``D_in``.
+        in_dim: ``D_in``.
 
     Returns:
         The figure: the channels x positions matrix with the capsule outlined, the type-``t``
@@ -159,7 +162,7 @@ def plot_capsule_anatomy(primary_out, capsule: int, capsule_dim: int = 8, title:
     """
     array = _np(primary_out)
     channels, height, width = array.shape
-    num_types = channels // capsule_dim
+    num_types = channels // in_dim
     if not 0 <= capsule < num_types * height * width:
         raise ValueError(f"capsule must lie in [0, {num_types * height * width}), got {capsule}")
     t, position = divmod(capsule, height * width)
@@ -169,23 +172,23 @@ def plot_capsule_anatomy(primary_out, capsule: int, capsule_dim: int = 8, title:
     limit = np.abs(matrix).max() or 1.0
     shown = ax0.imshow(matrix, cmap=DIVERGING, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
     fig.colorbar(shown, ax=ax0, fraction=0.05, label="pre-squash value")
-    ax0.add_patch(plt.Rectangle((position - 0.5, t * capsule_dim - 0.5), 1, capsule_dim, fill=False, ec="k", lw=2))
+    ax0.add_patch(plt.Rectangle((position - 0.5, t * in_dim - 0.5), 1, in_dim, fill=False, ec="k", lw=2))
     ax0.set_xlabel(f"position row * {width} + col")
-    ax0.set_ylabel(f"channel t * {capsule_dim} + d")
+    ax0.set_ylabel(f"channel t * {in_dim} + d")
     ax0.set_title(f"primary conv output ({channels}, {height}x{width})")
-    type_map = np.linalg.norm(array.reshape(num_types, capsule_dim, height, width)[t], axis=0)  # (H', W')
+    type_map = np.linalg.norm(array.reshape(num_types, in_dim, height, width)[t], axis=0)  # (H', W')
     shown = ax1.imshow(type_map, cmap=SEQUENTIAL, vmin=0.0)
     fig.colorbar(shown, ax=ax1, fraction=0.046, label="|raw capsule| (before squash)")
     ax1.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
     ax1.set_xlabel("col")
     ax1.set_ylabel("row")
     ax1.set_title(f"type t={t}: one capsule per grid cell")
-    vector = matrix[t * capsule_dim : (t + 1) * capsule_dim, position]  # (D_in,)
-    ax2.bar(range(capsule_dim), vector, color=np.where(vector >= 0, "tab:red", "tab:blue"))
+    vector = matrix[t * in_dim : (t + 1) * in_dim, position]  # (D_in,)
+    ax2.bar(range(in_dim), vector, color=np.where(vector >= 0, "tab:red", "tab:blue"))
     ax2.axhline(0.0, color="k", lw=0.8)
     ax2.set_xlabel("component d")
     ax2.set_ylabel("value")
-    ax2.set_title(f"capsule n={capsule}: channels {t * capsule_dim}-{(t + 1) * capsule_dim - 1} at ({row}, {col})")
+    ax2.set_title(f"capsule n={capsule}: channels {t * in_dim}-{(t + 1) * in_dim - 1} at ({row}, {col})")
     fig.suptitle(title or f"Capsule n = {t}*{height * width} + {row}*{width} + {col} = {capsule}")
     fig.tight_layout()
     return fig

@@ -62,8 +62,14 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
     return _finish(model, device)
 
 
+# CapsNet's arguments under the names that checkpoints written before the shape vocabulary
+# reached argument names still carry.
+_RENAMED = {"primary_types": "num_types", "primary_dim": "in_dim", "class_dim": "out_dim"}
+
+
 def _model_kwargs(config: dict) -> dict:
-    kwargs = dict(config)
+    """CapsNet's keyword arguments from a saved ``model_config``."""
+    kwargs = {_RENAMED.get(key, key): value for key, value in config.items()}
     if "image_shape" in kwargs:
         kwargs["image_shape"] = tuple(kwargs["image_shape"])
     return kwargs

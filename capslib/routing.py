@@ -17,10 +17,9 @@ The logits ``b`` carry a batch axis: every example routes on its own, so a sampl
 depends on what else is in its batch (a known bug of several public implementations keeps one
 ``b`` for the whole batch).
 
-This is the readable reference, and the path ``return_trace=True`` takes. ``RoutingCaps`` (and so
-``CapsNet``) otherwise routes with :func:`capslib.fast_routing.routed_capsules`: the same numbers
-(tested to float tolerance), with a hand-written backward and a memory layout that make it
-faster (on CPU by default; ``layer.fused = True`` everywhere, ``False`` to use this module).
+This is the readable reference: the code the notebooks trace, and what
+``RoutingCaps(routing_implementation="reference")`` runs. :mod:`capslib.fused_routing` computes
+the same numbers faster (tested equal to this module, to float tolerance).
 """
 
 from __future__ import annotations
@@ -62,11 +61,13 @@ class RoutingResult:
         v: ``(B, N_out, D_out)`` output capsules after the last iteration.
         c: ``(B, N_in, N_out)`` coupling coefficients of the last iteration.
         trace: one :class:`RoutingStep` per iteration (exactly ``iterations`` entries).
+        u_hat: ``(B, N_in, N_out, D_out)`` the prediction vectors that were routed.
     """
 
     v: torch.Tensor
     c: torch.Tensor
     trace: list[RoutingStep]
+    u_hat: torch.Tensor
 
 
 def check_iterations(iterations: object) -> int:
@@ -128,5 +129,5 @@ def dynamic_routing(
             agreement = torch.einsum("bijd,bjd->bij", votes, v)  # (B, N_in, N_out)
             b = b + agreement
     if return_trace:
-        return RoutingResult(v=v, c=c, trace=trace)
+        return RoutingResult(v=v, c=c, trace=trace, u_hat=u_hat)
     return v, c

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .utils import eval_mode
+
 __all__ = ["ShapeTable", "trace_shapes"]
 
 
@@ -47,7 +49,6 @@ class ShapeTable:
         raise KeyError(stage)
 
 
-@torch.no_grad()
 def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
     """Run ``model`` once (eval mode, restored afterwards) and list every stage's shape.
 
@@ -67,12 +68,10 @@ def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
         model.conv1.register_forward_hook(lambda m, i, o: seen.__setitem__("conv1", tuple(o.shape))),
         model.primary_caps.inner.register_forward_hook(lambda m, i, o: seen.__setitem__("primary", tuple(o.shape))),
     ]
-    was_training = model.training
-    model.eval()
     try:
-        out = model(x, return_trace=True)
+        with eval_mode(model):
+            out = model(x, return_trace=True)
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
 
@@ -81,8 +80,8 @@ def trace_shapes(model: torch.nn.Module, x: torch.Tensor) -> ShapeTable:
     rows: list[tuple[str, tuple[int, ...], str]] = [
         ("input", tuple(x.shape), "B, C, H, W"),
         ("conv1 + ReLU", seen["conv1"], "B, filters, H', W' (after ReLU)"),
-        ("primary conv", seen["primary"], f"B, {caps.num_types} types x {caps.capsule_dim} dims, grid"),
-        ("primary capsules u", (u_hat.shape[0], u_hat.shape[1], caps.capsule_dim), "B, N_in, D_in (squashed)"),
+        ("primary conv", seen["primary"], f"B, {caps.num_types} types x {caps.in_dim} dims, grid"),
+        ("primary capsules u", (u_hat.shape[0], u_hat.shape[1], caps.in_dim), "B, N_in, D_in (squashed)"),
         ("predictions u_hat = W u", tuple(u_hat.shape), "B, N_in, N_out, D_out"),
     ]
     for r, step in enumerate(out.trace, start=1):

@@ -10,65 +10,81 @@ epoch; the model trains on the others (55,000); the test set is never touched he
 Checkpoints (``<out>/last.pt``) are written after every epoch and every ``checkpoint_minutes``
 within one, atomically (write to a temporary file, then rename), with the optimizer, scheduler,
 the data-order generator and the config, so an interrupted run resumes exactly. ``<out>/best.pt``
-holds the model of the best validation epoch.
+holds the model of the best validation epoch. What a checkpoint holds: :mod:`capslib.checkpoints`.
+
+:func:`fit` reads top to bottom: settings, model, data, run state, then per epoch
+:func:`train_one_epoch`, :func:`accuracy` on the validation set and :func:`end_epoch` (history,
+learning-rate decay, checkpoints). The CLI's options are generated from :class:`TrainConfig`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
+import inspect
+import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+import tokenize
+import typing
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from .checkpoints import RunState, initial_weights, load_last, restore, save_atomic, save_run, write_json_atomic
 from .compiling import compiled_or_eager
-from .data import load_dataset, random_shift, split_train_val, to_tensors
-from .functional import check_labels, margin_loss, mark_labels_checked, reconstruction_loss
-from .utils import atomic_write, get_device, seed_everything
+from .data import DATASETS, load_dataset, random_shift, split_train_val, to_tensors
+from .functional import check_label_range, margin_loss, reconstruction_loss
+from .model import CapsNet
+from .utils import eval_mode, get_device, seed_everything
 
+# save_atomic lives in capslib.checkpoints; it stays importable from here, where it always was.
 __all__ = ["TrainConfig", "fit", "train_step", "default_micro_batch", "total_loss", "save_atomic", "main"]
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; saved in every checkpoint and in ``<out>/config.json``."""
+    """Everything a run depends on; saved in every checkpoint and in ``<out>/config.json``.
+
+    The comment after each field is also its help in ``python -m capslib.train --help``.
+    """
 
     epochs: int = 50  # passes over the 55,000 training images
-    batch_size: int = 128  # the paper's official code uses 128
+    batch_size: int = 128  # images per training step (the paper's official code uses 128)
     lr: float = 1e-3  # Adam's learning rate at epoch 0
     lr_decay: float = 0.96  # multiply the learning rate by this after every epoch
-    routing_iterations: int = 3  # used when fit() builds the model itself
-    reconstruction: bool = True  # decoder on/off (when fit() builds the model)
-    reconstruction_weight: float = 0.0005  # paper: scaled down so it does not dominate the margin loss
+    routing_iterations: int = 3  # routing iterations of the model fit() builds (when given none)
+    reconstruction: bool = True  # the reconstruction decoder of the model fit() builds (when given none)
+    reconstruction_weight: float = 0.0005  # reconstruction loss weight (paper: small, not to dominate the margin loss)
     max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off)
     dataset: str = "mnist"  # "mnist" or "fashion-mnist"
     val_size: int = 5000  # the last val_size training images validate
-    train_limit: int | None = None  # use only the first N training images (quick experiments)
-    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    train_limit: int | None = None  # use only the first N training images (quick experiments; None: all)
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU; or cuda, mps, cpu
     seed: int = 0  # seeds model init, data order and augmentation
-    threads: int | None = None  # CPU threads (recorded; fixed threads + seed = deterministic on CPU)
+    # The config records the threads actually used, so a CPU run can be repeated bit for bit.
+    threads: int | None = None  # CPU threads (None: torch's default); fixed threads + seed = deterministic on CPU
     out_dir: str = "runs/capsnet"  # checkpoints, config.json, history.json, TensorBoard logs (tb/)
     checkpoint_minutes: float = 10.0  # also checkpoint within an epoch this often
     amp: bool = False  # CUDA only: bf16 autocast (squash and the losses stay fp32)
     tensorboard: bool = True  # write TensorBoard logs to <out>/tb
     eval_batch_size: int = 500  # batch size for validation
-    progress: bool = True  # tqdm progress bars
+    progress: bool = True  # tqdm progress bars (without them: one line per epoch)
     init_from: str | None = None  # start from these weights: "pretrained", a checkpoint or a state dict
     stop_after_batches: int | None = None  # stop (checkpointed, as if killed) after this many batches
-    # Polyak averaging: keep an exponential moving average of the weights (e.g. 0.999 per step).
-    # When set, validation, best.pt and the returned model use the AVERAGED weights.
-    ema_decay: float | None = None
+    # Polyak averaging: with ema_decay, validation, best.pt and the returned model use the AVERAGED weights.
+    ema_decay: float | None = None  # validate and ship a moving average of the weights, e.g. 0.999 per step
     compile: bool = False  # opt-in torch.compile of the training step's model (eager if it cannot compile)
-    # Forward/backward each batch in slices of this many images, gradients summed: the same update,
-    # less memory, and on CPU faster (small tensors are recycled from the heap, big ones are
-    # page-faulted in fresh every step). None: automatic, see default_micro_batch().
-    micro_batch: int | None = None
-    extra: dict = field(default_factory=dict)  # free-form notes recorded with the run
+    # Slices give the same update with less memory, and on CPU they are faster: small tensors are
+    # recycled from the heap, big ones are page-faulted in fresh every step. See default_micro_batch().
+    micro_batch: int | None = None  # forward/backward in slices of this many images (None: automatic)
+    extra: dict = field(default_factory=dict)  # free-form notes recorded with the run (no CLI flag)
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work."""
@@ -162,40 +178,325 @@ def train_step(
     return {"loss": loss, "margin": margin, "reconstruction": recon, "correct": correct}
 
 
-def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+def fit(
+    model: nn.Module | None = None,
+    train_set=None,
+    val_set=None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    **overrides,
+) -> dict:
+    """Train ``model`` with Adam, exponential learning-rate decay and shift augmentation.
+
+    Args:
+        model: any capslib-style model: ``model(x, y)`` returns an object with ``lengths``
+            ``(B, N_out)`` and ``reconstructions`` (or None). None builds ``capslib.CapsNet``
+            from the config (and, on resume, from the checkpoint).
+        train_set, val_set: datasets of ``(image (C, H, W), label)``; None loads
+            ``config.dataset`` and splits off the last ``config.val_size`` images to validate.
+        config: a :class:`TrainConfig` (never changed: fit works on a copy); keyword
+            ``overrides`` replace its fields.
+        resume: continue from ``<out_dir>/last.pt`` if it exists.
+
+    Returns:
+        A dict with ``history`` (one dict per epoch), ``best_val_accuracy``, ``best_epoch``,
+        ``out_dir`` and ``model`` (the trained model, last epoch's weights; with ``ema_decay``
+        the averaged model, whose weights validated and went into ``best.pt``).
+    """
+    config = settings(config, overrides)  # a copy: the caller's config is never changed
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, device = set_up_device(config)
+    checkpoint = load_last(out_dir) if resume else None
+    if checkpoint is not None:
+        config = resumed_settings(config, checkpoint["config"])
+    seed_everything(config.seed)
+    model = build_model(model, config, checkpoint).to(device)
+    data = load_data(train_set, val_set, config, getattr(model, "num_classes", None), device)
+    run = start_run(model, config, checkpoint)
+    write_json_atomic(asdict(config), out_dir / "config.json")
+    session = open_session(run, config, device)
+
+    while run.epoch < config.epochs:
+        epoch_start = time.monotonic()
+        sums = train_one_epoch(run, data, config, session)
+        if sums is None:  # stop_after_batches stopped it part-way: checkpointed, as if killed
+            break
+        val_accuracy = accuracy(run.eval_model, data.val_x, data.val_y, config.eval_batch_size)
+        record = epoch_record(run, sums, val_accuracy, len(data.val_x), time.monotonic() - epoch_start)
+        end_epoch(run, record, config, session, data.val_x)
+        if session.stopped:
+            break
+
+    session.close()
+    return {
+        "history": run.history,
+        "best_val_accuracy": run.best_val_accuracy,
+        "best_epoch": run.best_epoch,
+        "out_dir": str(out_dir),
+        "model": run.eval_model,
+    }
 
 
-def _write_json_atomic(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+# ----------------------------------------------------------------------------- fit's steps, in order
 
 
-def _initial_weights(source: str) -> dict:
-    """State dict (float32) from ``"pretrained"``, a training checkpoint or a saved state dict."""
-    from .pretrained import PRETRAINED_NAME, pretrained_dir
+def settings(config: TrainConfig | None, overrides: dict) -> TrainConfig:
+    """A validated copy of ``config`` (default: ``TrainConfig()``) with ``overrides`` applied."""
+    config = config or TrainConfig()
+    names = [f.name for f in fields(TrainConfig)]
+    for key in overrides:
+        if key not in names:
+            raise ValueError(f"unknown training setting {key!r}; TrainConfig has {sorted(names)}")
+    config = replace(config, **overrides)
+    config.validate()
+    return config
 
-    path = pretrained_dir() / f"{PRETRAINED_NAME}.pt" if source == "pretrained" else Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"init_from: no weights at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    return {k: v.float() for k, v in state.items()}
+
+def set_up_device(config: TrainConfig) -> tuple[TrainConfig, torch.device]:
+    """Set the CPU threads; pick the device. The returned config records the threads used."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = get_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    return replace(config, threads=torch.get_num_threads()), device
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device, batch_size: int) -> float:
+# Settings that decide which images a run sees, in what order, and how it learns: a resumed run
+# keeps its own, whatever the resuming call says, or it would not continue the same run.
+RESUMED_SETTINGS = ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset")
+
+
+def resumed_settings(config: TrainConfig, saved: dict) -> TrainConfig:
+    """``config`` with the run-defining settings of the checkpoint's config ``saved``."""
+    restored = {key: saved[key] for key in RESUMED_SETTINGS}
+    restored["ema_decay"] = saved.get("ema_decay")  # absent from checkpoints older than EMA
+    return replace(config, **restored)
+
+
+def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict | None) -> nn.Module:
+    """``model``, or a CapsNet as the checkpoint or the config describes it; ``init_from`` loaded
+    into it unless resuming (a checkpoint's own weights come later, in :func:`start_run`)."""
+    if model is None:
+        if checkpoint is not None and "model_config" in checkpoint:
+            model = CapsNet(**checkpoint["model_config"])
+        else:
+            model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
+    if config.init_from and checkpoint is None:
+        model.load_state_dict(initial_weights(config.init_from), strict=True)
+    return model
+
+
+class Data(NamedTuple):
+    """The training and validation sets as tensors, on the training device."""
+
+    train_x: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor  # (N_val, C, H, W)
+    val_y: torch.Tensor  # (N_val,)
+
+
+def load_data(train_set, val_set, config: TrainConfig, num_classes: int | None, device: torch.device) -> Data:
+    """Both sets as tensors (loading ``config.dataset`` when either is None), labels range-checked."""
+    if train_set is None or val_set is None:
+        train_set, val_set = split_train_val(load_dataset(config.dataset, train=True), config.val_size)
+    train_x, train_y = to_tensors(train_set)  # (N, C, H, W), (N,)
+    if config.train_limit:
+        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
+    val_x, val_y = to_tensors(val_set)  # (N_val, C, H, W), (N_val,)
+    # Every label is checked once, here on the CPU, before any training: a bad one fails now, not
+    # mid-epoch, and the steps need no check of their own (on a GPU each would be a synchronisation).
+    if num_classes is not None:
+        check_label_range(train_y, num_classes, name="training set labels")
+        check_label_range(val_y, num_classes, name="validation set labels")
+    data = Data(train_x, train_y, val_x, val_y)
+    if device.type != "cpu":  # the whole dataset fits on any GPU: no loader in the hot loop
+        data = Data(*(t.to(device) for t in data))
+    return data
+
+
+def start_run(model: nn.Module, config: TrainConfig, checkpoint: dict | None) -> RunState:
+    """Adam, exponential learning-rate decay and (with ``ema_decay``) a weight average for ``model``,
+    at epoch 0 or where ``checkpoint`` left off."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    ema = None
+    if config.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+    run = RunState(model, optimizer, scheduler, ema)
+    if checkpoint is not None:
+        restore(run, checkpoint)
+    return run
+
+
+@dataclass
+class Session:
+    """What this call of fit adds to the run: how a step runs, where it logs, when it saves and stops."""
+
+    step: Callable[[torch.Tensor, torch.Tensor], dict]  # train_step(images, labels) with the run's settings
+    device: torch.device  # where the steps run
+    out_dir: Path  # where last.pt, best.pt and history.json go
+    writer: object | None  # a TensorBoard SummaryWriter, or None
+    save_every: float  # seconds between checkpoints within an epoch
+    stop_after: int | None  # stop after this many batches of this call (stop_after_batches)
+    batches: int = 0  # batches run in this call
+    last_save: float = field(default_factory=time.monotonic)  # when last.pt was last written
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_after is not None and self.batches >= self.stop_after
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Session:
+    """The training step as configured (compiled, micro-batched, autocast) and the TensorBoard writer."""
+    step_model = compiled_or_eager(run.model, enabled=config.compile)  # shares run.model's parameters
+    step = functools.partial(
+        train_step,
+        step_model,
+        run.optimizer,
+        reconstruction_weight=config.reconstruction_weight,
+        micro_batch=config.micro_batch or default_micro_batch(run.model, device),
+        amp=config.amp and device.type == "cuda",
+    )
+    writer = None
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
+
+        writer = SummaryWriter(str(Path(config.out_dir) / "tb"))
+    return Session(
+        step=step,
+        device=device,
+        out_dir=Path(config.out_dir),
+        writer=writer,
+        save_every=config.checkpoint_minutes * 60,
+        stop_after=config.stop_after_batches,
+    )
+
+
+def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Session) -> dict | None:
+    """Train epoch ``run.epoch``: all of it, or its rest when resumed mid-epoch.
+
+    Every ``checkpoint_minutes``, and when ``stop_after_batches`` is reached part-way, ``last.pt``
+    saves the run mid-epoch: the epoch's position, its generator and its sums so far.
+
+    Returns:
+        The epoch's sums (``loss``, ``margin``, ``reconstruction``, ``correct``, ``seen``; the
+        losses summed over images), or None if it stopped part-way.
+    """
+    epoch, num_batches = run.epoch, math.ceil(len(data.train_x) / config.batch_size)
+    generator = _epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(data.train_x), generator=generator)  # (N,)
+    carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
+    first_batch = run.batch_index
+    if first_batch > 0:  # resumed mid-epoch: the same order, and the generator where it stopped
+        generator.set_state(run.generator_state)
+        carried.update(run.partial_epoch)
+    # Sums stay on the device (loss, margin, reconstruction, correct): reading them back every
+    # step would stall a GPU. _totals() reads them when they are shown or saved.
+    running = torch.zeros(4, dtype=torch.float64, device=session.device)
+    seen = carried["seen"]
+    run.model.train()
+
+    bar = tqdm(
+        range(first_batch, num_batches),
+        initial=first_batch,
+        total=num_batches,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not config.progress,
+        leave=False,
+    )
+    for batch_index in bar:
+        idx = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]  # (B,)
+        x = data.train_x[idx.to(data.train_x.device)]  # (B, C, H, W)
+        y = data.train_y[idx.to(data.train_y.device)]  # (B,)
+        if config.max_shift:
+            x = random_shift(x, config.max_shift, generator=generator)
+        x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
+        stats = session.step(x, y)
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        loss, margin, recon = stats["loss"], stats["margin"], stats["reconstruction"]
+        with torch.no_grad():
+            step_sums = torch.stack([loss, margin, recon]).double() * len(y)
+            running += torch.cat([step_sums, stats["correct"].double().view(1)])
+        seen += len(y)
+        session.batches += 1
+
+        if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
+            shown = _totals(carried, running, seen)
+            bar.set_postfix(loss=f"{shown['loss'] / seen:.4f}", acc=f"{shown['correct'] / seen:.4f}")
+        if session.writer is not None and batch_index % 50 == 0:
+            step = epoch * num_batches + batch_index
+            session.writer.add_scalar("loss/total", loss.item(), step)
+            session.writer.add_scalar("loss/margin", margin.item(), step)
+            session.writer.add_scalar("loss/reconstruction", recon.item(), step)
+        due = time.monotonic() - session.last_save > session.save_every
+        if (due or session.stopped) and batch_index + 1 < num_batches:
+            run.batch_index, run.generator_state = batch_index + 1, generator.get_state()
+            run.partial_epoch = _totals(carried, running, seen)
+            save_run(run, config, session.out_dir)
+            session.last_save = time.monotonic()
+            if session.stopped:
+                bar.close()
+                return None
+    bar.close()
+    return _totals(carried, running, seen)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     """Fraction correct over ALL of ``images`` ``(N, C, H, W)`` (eval mode, no augmentation)."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True)
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
-        correct += (model(x).lengths.argmax(dim=1) == y).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]  # (B, C, H, W), (B,)
+            correct += (model(x).lengths.argmax(dim=1) == y).sum().item()
     return correct / len(images)
+
+
+def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, seconds: float) -> dict:
+    """The history entry of epoch ``run.epoch`` from its training sums and validation accuracy."""
+    return {
+        "epoch": run.epoch + 1,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": sums["loss"] / sums["seen"],
+        "train_margin_loss": sums["margin"] / sums["seen"],
+        "train_reconstruction_loss": sums["reconstruction"] / sums["seen"],
+        "train_accuracy": sums["correct"] / sums["seen"],
+        "val_accuracy": val_accuracy,
+        "val_errors": round((1 - val_accuracy) * num_val),
+        "epoch_seconds": seconds,
+    }
+
+
+def end_epoch(run: RunState, record: dict, config: TrainConfig, session: Session, val_x: torch.Tensor) -> None:
+    """Record the epoch, decay the learning rate, checkpoint (``best.pt`` too if validation
+    improved), log to TensorBoard and print one line."""
+    run.history.append(record)
+    run.scheduler.step()
+    improved = record["val_accuracy"] > run.best_val_accuracy
+    if improved:
+        run.best_val_accuracy, run.best_epoch = record["val_accuracy"], record["epoch"]
+    run.epoch, run.batch_index, run.generator_state, run.partial_epoch = run.epoch + 1, 0, None, {}
+    save_run(run, config, session.out_dir, best=improved)
+    session.last_save = time.monotonic()
+    write_json_atomic(run.history, session.out_dir / "history.json")
+    if session.writer is not None:
+        _log_epoch(session.writer, run.eval_model, record, val_x)
+    message = (
+        f"epoch {record['epoch']:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
+        f"train acc {record['train_accuracy']:.4f}  val acc {record['val_accuracy']:.4f} "
+        f"({record['val_errors']} errors){' *' if improved else ''}  lr {record['lr']:.2e}  "
+        f"{record['epoch_seconds']:.0f}s"
+    )
+    if config.progress:
+        tqdm.write(message)  # above the progress bars, not through them
+    else:
+        print(message, flush=True)
 
 
 def _totals(carried: dict, running: torch.Tensor, seen: int) -> dict:
@@ -216,264 +517,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def fit(
-    model: nn.Module | None = None,
-    train_set=None,
-    val_set=None,
-    config: TrainConfig | None = None,
-    resume: bool = False,
-    **overrides,
-) -> dict:
-    """Train ``model`` with Adam, exponential learning-rate decay and shift augmentation.
-
-    Args:
-        model: any capslib-style model: ``model(x, y)`` returns an object with ``lengths``
-            ``(B, N_out)`` and ``reconstructions`` (or None). None builds ``capslib.CapsNet``
-            from the config (and, on resume, from the checkpoint).
-        train_set, val_set: datasets of ``(image (C, H, W), label)``; None loads
-            ``config.dataset`` and splits off the last ``config.val_size`` images to validate.
-        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
-        resume: continue from ``<out_dir>/last.pt`` if it exists.
-
-    Returns:
-        A dict with ``history`` (one dict per epoch), ``best_val_accuracy``, ``best_epoch``,
-        ``out_dir`` and ``model`` (the trained model, last epoch's weights; with ``ema_decay``
-        the averaged model, whose weights validated and went into ``best.pt``).
-    """
-    from .model import CapsNet
-
-    config = config or TrainConfig()
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"unknown training setting {key!r}; TrainConfig has {sorted(asdict(config))}")
-        setattr(config, key, value)
-    config.validate()
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    config.threads = torch.get_num_threads()
-    device = get_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-
-    checkpoint = None
-    if resume and last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
-        saved = checkpoint["config"]
-        for key in ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset"):
-            setattr(config, key, saved[key])
-        config.ema_decay = saved.get("ema_decay")
-
-    seed_everything(config.seed)
-    if model is None:
-        if checkpoint is not None and "model_config" in checkpoint:
-            model = CapsNet(**checkpoint["model_config"])
-        else:
-            model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
-    if config.init_from and checkpoint is None:
-        model.load_state_dict(_initial_weights(config.init_from), strict=True)
-    model.to(device)
-
-    if train_set is None or val_set is None:
-        full = load_dataset(config.dataset, train=True)
-        train_set, val_set = split_train_val(full, config.val_size)
-    train_x, train_y = to_tensors(train_set)  # (N, C, H, W), (N,)
-    if config.train_limit:
-        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
-    val_x, val_y = to_tensors(val_set)
-    # Check every label once, before any training: a bad one fails now, not mid-epoch, and the
-    # batches need no check of their own (on a GPU, each would be a synchronisation).
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None:
-        for name, labels in (("training", train_y), ("validation", val_y)):
-            try:
-                check_labels(labels, len(labels), num_classes)
-            except ValueError as err:
-                raise ValueError(f"{name} set: {err}") from None
-    if device.type != "cpu":  # the whole dataset fits on any GPU: no loader in the hot loop
-        train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    ema = None
-    if config.ema_decay:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    eval_model = ema.module if ema is not None else model  # the weights that validate and ship
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
-    history: list[dict] = []
-    start_epoch, start_batch, best_val, best_epoch, elapsed_before = 0, 0, -1.0, -1, 0.0
-    generator_state = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
-        if ema is not None:
-            ema.module.load_state_dict(checkpoint["model"])
-            ema.n_averaged.fill_(checkpoint["ema_n_averaged"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        history = checkpoint["history"]
-        start_epoch, start_batch = checkpoint["epoch"], checkpoint["batch_index"]
-        best_val, best_epoch = checkpoint["best_val_accuracy"], checkpoint["best_epoch"]
-        elapsed_before = checkpoint["elapsed_seconds"]
-        generator_state = checkpoint.get("generator_state")
-        partial = checkpoint.get("partial_epoch", {})
-    _write_json_atomic(asdict(config), out_dir / "config.json")
-
-    writer = None
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out_dir / "tb"))
-
-    use_amp = config.amp and device.type == "cuda"
-    step_model = compiled_or_eager(model, enabled=config.compile)  # shares model's parameters
-    micro_batch = config.micro_batch or default_micro_batch(model, device)
-    num_batches = math.ceil(len(train_x) / config.batch_size)
-    run_start = time.monotonic()
-    last_save = time.monotonic()
-    batches_this_call, stop_now = 0, False
-    model.train()
-
-    def make_checkpoint(epoch: int, batch_index: int, gen_state, partial_epoch: dict) -> dict:
-        model_config = dict(getattr(model, "config", {}))
-        if model_config:
-            model_config["routing_iterations"] = getattr(model, "routing_iterations", None)
-        ckpt = {
-            "model": eval_model.state_dict(),  # what validated (the averaged weights with ema_decay)
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "config": asdict(config),
-            "epoch": epoch,  # the epoch to run next (or the one in progress)
-            "batch_index": batch_index,  # batches of that epoch already done
-            "generator_state": gen_state,
-            "partial_epoch": partial_epoch,
-            "history": history,
-            "best_val_accuracy": best_val,
-            "best_epoch": best_epoch,
-            "elapsed_seconds": elapsed_before + time.monotonic() - run_start,
-            "torch_version": str(torch.__version__),
-        }
-        if model_config:
-            ckpt["model_config"] = model_config
-        if ema is not None:  # the raw weights keep training on resume
-            ckpt["train_model"] = model.state_dict()
-            ckpt["ema_n_averaged"] = int(ema.n_averaged)
-        return ckpt
-
-    for epoch in range(start_epoch, config.epochs):
-        epoch_start = time.monotonic()
-        generator = _epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(train_x), generator=generator)  # (N,)
-        carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
-        first_batch = 0
-        if epoch == start_epoch and start_batch > 0:
-            generator.set_state(generator_state)
-            first_batch = start_batch
-            carried.update(partial)
-        # Sums stay on the device (loss, margin, reconstruction, correct): reading them back every
-        # step would stall a GPU. _totals() reads them when they are shown or saved.
-        running = torch.zeros(4, dtype=torch.float64, device=device)
-        seen = carried["seen"]
-
-        bar = tqdm(
-            range(first_batch, num_batches),
-            initial=first_batch,
-            total=num_batches,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-        )
-        for batch_index in bar:
-            idx = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
-            x = train_x[idx.to(train_x.device)]
-            y = train_y[idx.to(train_y.device)]
-            if config.max_shift:
-                x = random_shift(x, config.max_shift, generator=generator)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if num_classes is not None:
-                mark_labels_checked(y, num_classes)  # a slice of the checked train_y
-            stats = train_step(step_model, optimizer, x, y, config.reconstruction_weight, micro_batch, use_amp)
-            if ema is not None:
-                ema.update_parameters(model)
-            loss, margin, recon = stats["loss"], stats["margin"], stats["reconstruction"]
-
-            n = len(y)
-            with torch.no_grad():
-                step_sums = torch.stack([loss, margin, recon]).double() * n
-                running += torch.cat([step_sums, stats["correct"].double().view(1)])
-            seen += n
-            if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
-                shown = _totals(carried, running, seen)
-                bar.set_postfix(loss=f"{shown['loss'] / seen:.4f}", acc=f"{shown['correct'] / seen:.4f}")
-            if writer is not None and (batch_index % 50 == 0):
-                step = epoch * num_batches + batch_index
-                writer.add_scalar("loss/total", loss.item(), step)
-                writer.add_scalar("loss/margin", margin.item(), step)
-                writer.add_scalar("loss/reconstruction", recon.item(), step)
-            batches_this_call += 1
-            stop_now = config.stop_after_batches is not None and batches_this_call >= config.stop_after_batches
-            due = time.monotonic() - last_save > config.checkpoint_minutes * 60
-            if (due or stop_now) and batch_index + 1 < num_batches:
-                partial_sums = _totals(carried, running, seen)
-                save_atomic(make_checkpoint(epoch, batch_index + 1, generator.get_state(), partial_sums), last_path)
-                last_save = time.monotonic()
-            if stop_now:
-                break
-        if stop_now and batch_index + 1 < num_batches:
-            bar.close()
-            break
-        bar.close()
-
-        sums = _totals(carried, running, seen)
-        val_accuracy = _accuracy(eval_model, val_x, val_y, device, config.eval_batch_size)
-        record = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": sums["loss"] / sums["seen"],
-            "train_margin_loss": sums["margin"] / sums["seen"],
-            "train_reconstruction_loss": sums["reconstruction"] / sums["seen"],
-            "train_accuracy": sums["correct"] / sums["seen"],
-            "val_accuracy": val_accuracy,
-            "val_errors": round((1 - val_accuracy) * len(val_x)),
-            "epoch_seconds": time.monotonic() - epoch_start,
-        }
-        history.append(record)
-        scheduler.step()
-        improved = val_accuracy > best_val
-        if improved:
-            best_val, best_epoch = val_accuracy, epoch + 1
-            save_atomic(make_checkpoint(epoch + 1, 0, None, {}), best_path)
-        save_atomic(make_checkpoint(epoch + 1, 0, None, {}), last_path)
-        last_save = time.monotonic()
-        _write_json_atomic(history, out_dir / "history.json")
-        if writer is not None:
-            _log_epoch(writer, eval_model, record, val_x, val_y, device)
-        message = (
-            f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
-            f"train acc {record['train_accuracy']:.4f}  val acc {val_accuracy:.4f} "
-            f"({record['val_errors']} errors){' *' if improved else ''}  lr {record['lr']:.2e}  "
-            f"{record['epoch_seconds']:.0f}s"
-        )
-        tqdm.write(message) if config.progress else print(message, flush=True)
-        if stop_now:
-            break
-
-    if writer is not None:
-        writer.close()
-    return {
-        "history": history,
-        "best_val_accuracy": best_val,
-        "best_epoch": best_epoch,
-        "out_dir": str(out_dir),
-        "model": eval_model,
-    }
-
-
-@torch.no_grad()
-def _log_epoch(writer, model, record: dict, val_x, val_y, device) -> None:
+def _log_epoch(writer, model: nn.Module, record: dict, val_x: torch.Tensor) -> None:
     """Per-epoch TensorBoard: accuracies, lr, inputs vs reconstructions, coupling histogram."""
     from torchvision.utils import make_grid
 
@@ -482,11 +526,9 @@ def _log_epoch(writer, model, record: dict, val_x, val_y, device) -> None:
     writer.add_scalar("accuracy/val", record["val_accuracy"], epoch)
     writer.add_scalar("lr", record["lr"], epoch)
     writer.add_scalar("loss/epoch_total", record["train_loss"], epoch)
-    was_training = model.training
-    model.eval()
-    x = val_x[:16].to(device)
-    out = model(x)
-    model.train(was_training)
+    x = val_x[:16]  # (16, C, H, W)
+    with eval_mode(model):
+        out = model(x)
     if out.reconstructions is not None:
         grid = make_grid(torch.cat([x, out.reconstructions.float()]).cpu(), nrow=16, pad_value=1.0)
         writer.add_image("inputs_vs_reconstructions", grid, epoch)
@@ -495,74 +537,73 @@ def _log_epoch(writer, model, record: dict, val_x, val_y, device) -> None:
     writer.flush()
 
 
+# ----------------------------------------------------------------------------- command line
+
+# The CLI has one option per TrainConfig field, named after it (out_dir: --out-dir), its help the
+# field's comment. These keep the names the CLI has always had; NO_FLAG fields are set from Python.
+FLAG_NAMES = {"out_dir": "--out", "reconstruction": "--decoder"}  # --decoder / --no-decoder
+NO_FLAG = ("extra",)  # a free-form dict: no sensible command-line form
+CHOICES = {"dataset": tuple(DATASETS)}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(
+    """``python -m capslib.train``: an option per :class:`TrainConfig` field, plus ``--resume``.
+
+    Booleans are ``--x/--no-x`` pairs (``--amp``, ``--no-tensorboard``, ``--no-decoder``); the
+    others take a value of the field's type. Every option's help shows its default.
+    """
+    parser = argparse.ArgumentParser(
         prog="python -m capslib.train",
         description="Train CapsNet (Sabour et al. 2017) on MNIST or Fashion-MNIST; resumable.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
-    p.add_argument("--lr-decay", type=float, default=defaults.lr_decay, help="per-epoch exponential decay")
-    p.add_argument("--routing-iterations", type=int, default=defaults.routing_iterations)
-    p.add_argument("--no-decoder", action="store_true", help="train without the reconstruction decoder")
-    p.add_argument("--reconstruction-weight", type=float, default=defaults.reconstruction_weight)
-    p.add_argument("--max-shift", type=int, default=defaults.max_shift, help="augmentation shift in px")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default=defaults.dataset)
-    p.add_argument("--val-size", type=int, default=defaults.val_size)
-    p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--out", default=defaults.out_dir, help="output directory")
-    p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    p.add_argument("--no-tensorboard", action="store_true")
-    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
-    p.add_argument(
-        "--micro-batch", type=int, default=None, help="forward/backward in slices of this size (default: automatic)"
-    )
-    p.add_argument(
-        "--ema-decay", type=float, default=None, help="validate and ship an exponential moving average of the weights"
-    )
-    p.add_argument(
-        "--init-from", default=None, help="start from 'pretrained' (the shipped model), a checkpoint or a state dict"
-    )
-    return p
+    defaults, types, comments = TrainConfig(), typing.get_type_hints(TrainConfig), _field_comments(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in NO_FLAG:
+            continue
+        flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        kind = _flag_type(f.name, types[f.name])
+        help_text = comments.get(f.name, "").replace("%", "%%")  # argparse %-formats help
+        options = dict(dest=f.name, default=getattr(defaults, f.name), help=help_text)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        else:
+            parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), **options)
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig that parsed command-line ``args`` (from :func:`build_parser`) describe."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in NO_FLAG})
+
+
+def _flag_type(name: str, annotation) -> type:
+    """``int`` for ``int`` or ``int | None`` (likewise float, str, bool); a TypeError for others."""
+    kinds = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in (bool, int, float, str):
+        raise TypeError(f"TrainConfig.{name}: no command-line form for {annotation}; add it to NO_FLAG")
+    return kinds[0]
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """``{field name: the comment after it}`` from the source of the dataclass ``cls``."""
+    try:
+        source = inspect.getsource(cls)
+    except OSError:  # no source (a frozen app): options without help, still working
+        return {}
+    names = {f.name for f in fields(cls)}
+    comments = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = token.line.split(":", 1)[0].strip()  # "    epochs: int = 50  # ..." -> "epochs"
+        if token.type == tokenize.COMMENT and name in names:
+            comments[name] = token.string.lstrip("#").strip()
+    return comments
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_decay=args.lr_decay,
-        routing_iterations=args.routing_iterations,
-        reconstruction=not args.no_decoder,
-        reconstruction_weight=args.reconstruction_weight,
-        max_shift=args.max_shift,
-        dataset=args.dataset,
-        val_size=args.val_size,
-        train_limit=args.train_limit,
-        device=args.device,
-        seed=args.seed,
-        threads=args.threads,
-        out_dir=args.out,
-        checkpoint_minutes=args.checkpoint_minutes,
-        amp=args.amp,
-        tensorboard=not args.no_tensorboard,
-        progress=not args.no_progress,
-        init_from=args.init_from,
-        ema_decay=args.ema_decay,
-        compile=args.compile,
-        micro_batch=args.micro_batch,
-    )
-    result = fit(config=config, resume=args.resume)
+    result = fit(config=config_from_args(args), resume=args.resume)
     print(
         f"best validation accuracy {result['best_val_accuracy']:.4f} at epoch {result['best_epoch']}; "
         f"checkpoints in {result['out_dir']} (best.pt, last.pt)"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "atomic_write", "check_index", "to_numpy"]
+__all__ = ["seed_everything", "get_device", "eval_mode", "atomic_write", "check_index", "to_numpy"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -43,6 +44,19 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' was asked for, but Apple MPS is not available on this machine")
     return chosen
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``with eval_mode(model):`` runs the block with ``model.eval()`` and no gradients, then puts
+    the model back in the mode it was in (training or not), even if the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:

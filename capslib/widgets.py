@@ -7,41 +7,38 @@ every control is registered, so a test can move each one (:func:`exercise_widget
 any error.
 
 Usage in a notebook (the plotting function is called once statically first, so the figure also
-renders on GitHub and in CI)::
+renders on GitHub and in CI); arguments that stay constant are bound with ``functools.partial``
+(or a small function of the sliders' values), only the controls are passed by name::
 
-    plot_routing(model, image, iterations=3)                        # static
-    interactive_plot(plot_routing, model=fixed(model), image=fixed(image),
-                     iterations=IntSlider(3, min=1, max=10))         # live
+    plot_coupling(model, image, iterations=3)                          # static
+    interactive_plot(partial(plot_coupling, model, image),
+                     iterations=IntSlider(3, min=1, max=10))            # live
 """
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable
 
-__all__ = ["CALLBACK_ERRORS", "interactive_plot", "exercise_widgets", "registered_controls", "fixed"]
+__all__ = ["CALLBACK_ERRORS", "interactive_plot", "exercise_widgets"]
 
 CALLBACK_ERRORS: list[tuple[str, str]] = []
 """``(plot name, formatted traceback)`` of every exception raised inside a widget callback."""
 
 _REGISTRY: list[tuple[str, dict]] = []
-
-
-class fixed:  # noqa: N801 - mirrors ipywidgets.fixed
-    """A constant argument of the plotting function (not a control)."""
-
-    def __init__(self, value) -> None:
-        self.value = value
+"""``(plot name, {argument: control})`` of every :func:`interactive_plot` made in this kernel."""
 
 
 def interactive_plot(plot_fn: Callable, name: str | None = None, **arguments):
     """Show ``plot_fn``'s figure under its controls and redraw it when one moves.
 
     Args:
-        plot_fn: a pure plotting function drawing one matplotlib figure from its keyword arguments.
-        name: a label for error reports (default: the function's name).
-        arguments: ipywidgets controls (``IntSlider(...)``, ``Dropdown(...)``, ...) or
-            :class:`fixed` constants, by ``plot_fn``'s keyword names.
+        plot_fn: a pure plotting function drawing one matplotlib figure from its keyword arguments
+            (constants already bound, e.g. with ``functools.partial``).
+        name: a label for error reports (default: the function's name, through a partial too).
+        arguments: ipywidgets controls (``IntSlider(...)``, ``Dropdown(...)``, ...), by
+            ``plot_fn``'s keyword names.
 
     Returns:
         An ``ipywidgets.VBox`` of the controls and the output area (display it, or make it the
@@ -50,18 +47,21 @@ def interactive_plot(plot_fn: Callable, name: str | None = None, **arguments):
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    name = name or getattr(plot_fn, "__name__", "plot")
-    constants = {k: v.value for k, v in arguments.items() if isinstance(v, fixed)}
-    controls = {k: v for k, v in arguments.items() if not isinstance(v, fixed)}
+    inner = plot_fn.func if isinstance(plot_fn, functools.partial) else plot_fn
+    name = name or getattr(inner, "__name__", "plot")
+    controls = dict(arguments)
     for key, control in controls.items():
         if not isinstance(control, widgets.ValueWidget):
-            raise ValueError(f"argument {key!r} of {name} must be an ipywidgets control or fixed(...), got {control!r}")
+            raise ValueError(
+                f"argument {key!r} of {name} must be an ipywidgets control (bind constants with "
+                f"functools.partial), got {control!r}"
+            )
         if not getattr(control, "description", ""):
             control.description = key
 
     def callback(**values):
         try:
-            plot_fn(**constants, **values)
+            plot_fn(**values)
             plt.show()
         except Exception:
             CALLBACK_ERRORS.append((name, traceback.format_exc()))
@@ -70,11 +70,6 @@ def interactive_plot(plot_fn: Callable, name: str | None = None, **arguments):
     output = widgets.interactive_output(callback, controls)
     _REGISTRY.append((name, controls))
     return widgets.VBox([widgets.HBox(list(controls.values())), output])
-
-
-def registered_controls() -> list[tuple[str, dict]]:
-    """``(plot name, {argument: control})`` of every :func:`interactive_plot` made in this kernel."""
-    return list(_REGISTRY)
 
 
 def _other_value(control):

@@ -11,7 +11,7 @@ out=${OUT:?output folder}; total=${1:-560}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rA tests/test_gpu.py 2>&1 | tail -25 | tee "$out/test_gpu.txt"
-timeout 200 python3 benchmarks/perf.py --device cuda --fused on --no-profile --batch-sizes 32,100,256 \
+timeout 200 python3 benchmarks/perf.py --device cuda --routing-implementation fused --no-profile --batch-sizes 32,100,256 \
   --iterations 1,10 2>&1 | tee "$out/perf_cuda_fused.txt"
 for flag in "" --compile; do
   # shellcheck disable=SC2086

@@ -114,14 +114,14 @@ def predictions_reference(weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor
         ``(B, N_in, N_out, D_out)``.
     """
     batch, num_in, _ = u.shape
-    _, num_out, dim_out, _ = weight.shape
+    _, num_out, out_dim, _ = weight.shape
     out = []
     for n in range(batch):
         per_input = []
         for i in range(num_in):
             per_output = []
             for j in range(num_out):
-                rows = [(weight[i, j, e] * u[n, i]).sum() for e in range(dim_out)]
+                rows = [(weight[i, j, e] * u[n, i]).sum() for e in range(out_dim)]
                 per_output.append(torch.stack(rows))
             per_input.append(torch.stack(per_output))
         out.append(torch.stack(per_input))

@@ -289,14 +289,6 @@ def test_random_shift_bad_arguments():
         data.random_shift(torch.rand(2, 1, 28, 28), max_shift=-1)
 
 
-def test_random_shift_module_shifts_one_image():
-    torch.manual_seed(7)
-    image = torch.rand(1, 12, 12) + 0.1
-    moved = data.RandomShift(max_shift=2)(image)
-    assert moved.shape == (1, 12, 12)
-    assert len(find_shift(image, moved, 2)) == 1
-
-
 # --- splits and tensors ---------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ class FixedOutput(nn.Module):
 
 
 def primary_with_fixed_output(output: torch.Tensor) -> PrimaryCaps:
-    return PrimaryCaps(num_types=TYPES, capsule_dim=DIM, inner=FixedOutput(output))
+    return PrimaryCaps(num_types=TYPES, in_dim=DIM, inner=FixedOutput(output))
 
 
 def conv_output(seed: int = 0) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_primary_caps_default_shape():
 def test_primary_caps_custom_inner_network():
     torch.manual_seed(0)
     inner = nn.Sequential(nn.Conv2d(16, 24, kernel_size=3), nn.ReLU(), nn.Conv2d(24, 4 * 5, kernel_size=3, stride=2))
-    layer = PrimaryCaps(in_channels=16, num_types=4, capsule_dim=5, inner=inner)
+    layer = PrimaryCaps(in_channels=16, num_types=4, in_dim=5, inner=inner)
     features = torch.randn(3, 16, 13, 13)
     caps = layer(features)  # grid: 13 -> 11 -> 5
     assert caps.shape == (3, 4 * 5 * 5, 5)
@@ -99,7 +99,7 @@ def test_primary_caps_custom_inner_network():
 
 
 def test_primary_caps_inner_with_wrong_channels_raises():
-    layer = PrimaryCaps(in_channels=16, num_types=4, capsule_dim=5, inner=nn.Conv2d(16, 19, kernel_size=3))
+    layer = PrimaryCaps(in_channels=16, num_types=4, in_dim=5, inner=nn.Conv2d(16, 19, kernel_size=3))
     with pytest.raises(ValueError, match="20"):
         layer(torch.randn(1, 16, 9, 9))
 
@@ -115,7 +115,7 @@ def test_primary_caps_wrong_input_rank_raises():
 @pytest.fixture
 def small_decoder() -> Decoder:
     torch.manual_seed(0)
-    return Decoder(num_capsules=4, capsule_dim=3, image_shape=(1, 5, 6), hidden=(8, 16))
+    return Decoder(out_capsules=4, out_dim=3, image_shape=(1, 5, 6), hidden=(8, 16))
 
 
 def test_decoder_shape_and_range(small_decoder):

@@ -290,7 +290,7 @@ def test_trace_shapes_follow_routing_iterations(eval_model, images):
 def test_other_image_shapes_and_class_counts(image_shape, num_classes, grid):
     torch.manual_seed(0)
     model = CapsNet(
-        image_shape=image_shape, num_classes=num_classes, conv_channels=16, primary_types=4, primary_dim=6, class_dim=7
+        image_shape=image_shape, num_classes=num_classes, conv_channels=16, num_types=4, in_dim=6, out_dim=7
     )
     num_in = 4 * grid[0] * grid[1]
     assert model.primary_grid == grid

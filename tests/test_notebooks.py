@@ -121,6 +121,7 @@ def test_saved_outputs_keep_no_progress_bars():
         assert not [out for out in saved if script.is_progress_bar(out)], f"{path.name} keeps a saved progress bar"
 
 
+@pytest.mark.notebooks
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_runs_in_fast_mode(path, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Every public drawing function of capslib.plots, capslib.interpret and capslib.evaluate draws.
+"""Every public drawing function of capslib.plots and capslib.plots_trained draws; capslib.interpret
+returns tensors of the documented shapes and leaves the model as it found it.
 
 The notebooks call them too, but a notebook kernel hides warnings; here any warning (e.g. a
 deprecated way of handing tensors to matplotlib) is an error, and the tick labels are checked.
@@ -14,8 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
-from capslib import interpret, plots  # noqa: E402
-from capslib.evaluate import plot_confusion_matrix  # noqa: E402
+from capslib import interpret, plots, plots_trained  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -58,32 +58,59 @@ def test_curve_plots():
         {"epoch": e, "train_loss": 1 / e, "train_margin_loss": 0.8 / e, "train_accuracy": 0.9, "val_accuracy": 0.95}
         for e in (1, 2)
     ]
-    interpret.plot_training_curves(history)
+    plots_trained.plot_training_curves(history)
 
 
 def test_routing_and_coupling_plots(model, images):
     out = model(images, return_trace=True)
     plots.plot_routing_iterations(out.trace, example=1)
-    interpret.plot_coupling(model, images[0], class_index=3, iterations=2)
+    plots_trained.plot_coupling(model, images[0], class_index=3, iterations=2)
     maps = interpret.coupling_maps(model, images[0], iterations=2)
-    interpret.plot_coupling_types(maps, class_index=3)
+    plots_trained.plot_coupling_types(maps, class_index=3)
 
 
 def test_mistakes_and_confusion(images):
     labels, predictions = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 7, 3, 0])
-    fig = interpret.plot_mistakes(images, labels, predictions, lengths=torch.rand(4, 10))
+    fig = plots_trained.plot_mistakes(images, labels, predictions, lengths=torch.rand(4, 10))
     assert len([ax for ax in fig.axes if ax.images]) == 2  # two mistakes drawn
-    interpret.plot_mistakes(images, labels, labels)  # none: a message panel
-    plot_confusion_matrix(torch.randint(0, 50, (10, 10)))
+    plots_trained.plot_mistakes(images, labels, labels)  # none: a message panel
+    plots_trained.plot_confusion_matrix(torch.randint(0, 50, (10, 10)))
 
 
 def test_dimension_plots_label_the_middle_offset_zero(model, images):
     perturbed = interpret.perturb_dimensions(model, images[0], class_index=2)
     assert perturbed["values"][5].item() == 0.0
-    fig = interpret.plot_dimension_grid(perturbed)
+    fig = plots_trained.plot_dimension_grid(perturbed)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[5] == "+0.00" and labels[0] == "-0.25" and labels[-1] == "+0.25"
-    interpret.plot_reconstruction_from_pose(model, perturbed["pose"], class_index=2, offsets=[0.1] * 16)
+    plots_trained.plot_reconstruction_from_pose(model, perturbed["pose"], class_index=2, offsets=[0.1] * 16)
+
+
+def test_interpret_returns_tensors_and_restores_the_model(model, images):
+    """The analysis functions draw nothing, return the documented shapes, and put back the model's
+    training mode and routing iterations."""
+    assert not [name for name in interpret.__all__ if name.startswith("plot_")]
+    model.train()
+    try:
+        maps = interpret.coupling_maps(model, images[0], iterations=2)
+        assert model.training and model.routing_iterations == 3
+        assert maps["coupling"].shape == (2, 10, 32, 6, 6)  # (R, N_out, T, H', W')
+        assert maps["vote_lengths"].shape == (10, 32, 6, 6)  # (N_out, T, H', W')
+        assert maps["lengths"].shape == (2, 10)  # (R, N_out)
+        grids = interpret.mean_coupling(maps, class_index=3)  # (R, H', W')
+        assert grids.shape == (2, 6, 6)
+        torch.testing.assert_close(grids[0], torch.zeros(6, 6))  # iteration 1: every capsule sends 1/N_out
+        perturbed = interpret.perturb_dimensions(model, images[0], class_index=2)
+        assert model.training
+        assert perturbed["reconstructions"].shape == (16, 11, 1, 28, 28)  # (D_out, V, C, H, W)
+        unchanged = interpret.decode_pose(model, perturbed["pose"], class_index=2)  # (1, C, H, W)
+        assert unchanged.shape == (1, 1, 28, 28) and model.training
+        torch.testing.assert_close(perturbed["reconstructions"][:, 5], unchanged.expand(16, -1, -1, -1))  # offset 0
+        with pytest.raises(ValueError, match="routing iterations must be an integer >= 1"):
+            interpret.coupling_maps(model, images[0], iterations=0)
+        assert model.routing_iterations == 3 and model.training
+    finally:
+        model.eval()
 
 
 def test_bad_indices_and_sizes_raise_value_errors(model):
@@ -96,12 +123,32 @@ def test_bad_indices_and_sizes_raise_value_errors(model):
         (lambda: plots.plot_routing_iterations(trace, example=1), r"example must lie in \[0, 1\)"),
         (lambda: plots.plot_routing_iterations(trace, target=10), r"target must lie in \[0, 10\)"),
         (lambda: plots.plot_routing_iterations([]), "trace is empty"),
-        (lambda: interpret.plot_coupling(model, image, class_index=-1), r"class_index must lie in \[0, 10\)"),
-        (lambda: interpret.plot_coupling_types(maps, class_index=10), r"class_index must lie in \[0, 10\)"),
-        (lambda: interpret.plot_coupling_types(maps, class_index=1, iteration=2), r"iteration must lie in \[-2, 2\)"),
+        (lambda: plots_trained.plot_coupling(model, image, class_index=-1), r"class_index must lie in \[0, 10\)"),
+        (lambda: plots_trained.plot_coupling_types(maps, class_index=10), r"class_index must lie in \[0, 10\)"),
+        (
+            lambda: plots_trained.plot_coupling_types(maps, class_index=1, iteration=2),
+            r"iteration must lie in \[-2, 2\)",
+        ),
         (lambda: interpret.perturb_dimensions(model, image, class_index=10), r"class_index must lie in \[0, 10\)"),
-        (lambda: interpret.plot_reconstruction_from_pose(model, pose, class_index=10), r"must lie in \[0, 10\)"),
+        (lambda: interpret.decode_pose(model, torch.rand(2, 8), class_index=1), r"poses must have shape \(16,\)"),
+        (lambda: interpret.mean_coupling(maps, class_index=10), r"class_index must lie in \[0, 10\)"),
+        (lambda: plots_trained.plot_reconstruction_from_pose(model, pose, class_index=10), r"must lie in \[0, 10\)"),
+        (lambda: plots_trained.plot_confusion_matrix(torch.zeros(3, 4)), r"square confusion matrix"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_widgets_take_controls_and_partials_only():
+    """Constants are bound with functools.partial; a plain value where a control belongs is refused."""
+    widgets = pytest.importorskip("ipywidgets")
+    from functools import partial
+
+    from capslib.widgets import CALLBACK_ERRORS, exercise_widgets, interactive_plot
+
+    panel = interactive_plot(partial(plots.plot_margin_loss, m_minus=0.2), m_plus=widgets.FloatSlider(0.9, min=0.5))
+    assert isinstance(panel, widgets.VBox)
+    assert exercise_widgets() >= 2 and not CALLBACK_ERRORS
+    with pytest.raises(ValueError, match="argument 'lambda_' of plot_margin_loss must be an ipywidgets control"):
+        interactive_plot(plots.plot_margin_loss, lambda_=0.5)

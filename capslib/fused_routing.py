@@ -1,8 +1,11 @@
-"""Predictions + dynamic routing fused into one autograd function with a hand-written backward.
+"""The ``"fused"`` routing implementation: prediction vectors + dynamic routing in one autograd
+function with a hand-written backward.
 
-:func:`routed_capsules` computes exactly what ``dynamic_routing(layer.predictions(u))`` computes
-(:mod:`capslib.routing` is the readable reference, and the one the notebooks trace), but faster,
-above all in training:
+An optimisation of the reference, not a second algorithm: :func:`routed_capsules` computes exactly
+what ``dynamic_routing(layer.prediction_vectors(u))`` computes (:mod:`capslib.routing` is the
+readable reference the notebooks trace; ``tests/test_fused_routing.py`` checks values and
+gradients equal in float64), but faster on the CPU, above all in training.
+``RoutingCaps(routing_implementation="fused")`` runs it; ``"auto"`` does on the CPU. How:
 
 * ``u_hat`` is kept in the layout ``(B, N_out, N_in, D_out)`` ("output-major"), so the two routing
   contractions (``s_j = sum_i c_ij u_hat_{j|i}`` and the agreement ``u_hat_{j|i} . v_j``) are batched
@@ -53,16 +56,16 @@ def _dot_each_row(votes: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
 class _RoutedCapsules(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, weight, iterations: int, detach_intermediate: bool):
-        num_in, num_out, dim_out, dim_in = weight.shape
+        num_in, num_out, out_dim, in_dim = weight.shape
         batch = u.shape[0]
         # u_hat[b, j, i, :] = W_ij u_bi, output-major and contiguous: (B, N_out, N_in, D_out).
         u_hat = torch.einsum("ijed,bid->bjie", weight, u).contiguous()
-        votes = u_hat.view(batch * num_out, num_in, dim_out)  # one (N_in, D_out) matrix per (b, j)
+        votes = u_hat.view(batch * num_out, num_in, out_dim)  # one (N_in, D_out) matrix per (b, j)
         logits = u_hat.new_zeros(batch, num_out, num_in)  # b, transposed: (B, N_out, N_in)
         couplings, inputs, outputs = [], [], []
         for r in range(iterations):
             c = torch.softmax(logits, dim=1)  # over the OUTPUT capsules j
-            s = torch.bmm(c.view(batch * num_out, 1, num_in), votes).view(batch, num_out, dim_out)
+            s = torch.bmm(c.view(batch * num_out, 1, num_in), votes).view(batch, num_out, out_dim)
             v = squash(s, dim=-1)  # (B, N_out, D_out)
             couplings.append(c)
             inputs.append(s)
@@ -82,9 +85,9 @@ class _RoutedCapsules(torch.autograd.Function):
         couplings = saved[:iterations]
         inputs = saved[iterations : 2 * iterations]
         outputs = saved[2 * iterations :]
-        num_in, num_out, dim_out, dim_in = weight.shape
+        num_in, num_out, out_dim, in_dim = weight.shape
         batch = u.shape[0]
-        votes = u_hat.view(batch * num_out, num_in, dim_out)
+        votes = u_hat.view(batch * num_out, num_in, out_dim)
         if grad_v is None:
             grad_v = torch.zeros_like(outputs[-1])
 
@@ -96,7 +99,7 @@ class _RoutedCapsules(torch.autograd.Function):
                 grad_v_r = grad_v
             else:  # v^r reached the loss only through the agreement b^{r+1} = b^r + u_hat . v^r
                 grad_v_r = torch.bmm(grad_logits_next.view(batch * num_out, 1, num_in), votes)
-                grad_v_r = grad_v_r.view(batch, num_out, dim_out)
+                grad_v_r = grad_v_r.view(batch, num_out, out_dim)
                 left.append(grad_logits_next)
                 right.append(outputs[r])
             grad_s = _squash_backward(inputs[r], grad_v_r)  # (B, N_out, D_out)
@@ -116,14 +119,14 @@ class _RoutedCapsules(torch.autograd.Function):
         # grad u_hat[b, j, i, :] = sum_k left_k[b, j, i] right_k[b, j, :], one batched product.
         factors = len(left)
         left_stack = torch.stack(left, dim=-1).view(batch * num_out, num_in, factors)
-        right_stack = torch.stack(right, dim=-2).view(batch * num_out, factors, dim_out)
-        grad_u_hat = torch.bmm(left_stack, right_stack).view(batch, num_out, num_in, dim_out)
+        right_stack = torch.stack(right, dim=-2).view(batch * num_out, factors, out_dim)
+        grad_u_hat = torch.bmm(left_stack, right_stack).view(batch, num_out, num_in, out_dim)
         # To the input-major layout (N_in, B, N_out * D_out) once, then one batched product each.
-        grad_u_hat = grad_u_hat.permute(2, 0, 1, 3).reshape(num_in, batch, num_out * dim_out)
+        grad_u_hat = grad_u_hat.permute(2, 0, 1, 3).reshape(num_in, batch, num_out * out_dim)
         grad_u = grad_weight = None
         if ctx.needs_input_grad[0]:
             # Against a (D_in, N_out*D_out)-contiguous copy of W (6 MB): MKL's faster layout here.
-            weight_t = weight.reshape(num_in, num_out * dim_out, dim_in).transpose(1, 2).contiguous()
+            weight_t = weight.reshape(num_in, num_out * out_dim, in_dim).transpose(1, 2).contiguous()
             grad_u = torch.bmm(grad_u_hat, weight_t.transpose(1, 2)).transpose(0, 1)  # (B, N_in, D_in)
         if ctx.needs_input_grad[1]:
             # (D_in x B) @ (B x N_out*D_out) per input capsule, then one small transposing copy:
@@ -144,14 +147,23 @@ def _chunk_size(u: torch.Tensor, weight: torch.Tensor) -> int:
     """Examples per chunk: the whole batch off CPU, else as many as keep u_hat under CPU_CHUNK_BYTES."""
     if u.device.type != "cpu":
         return max(1, u.shape[0])
-    num_in, num_out, dim_out, _ = weight.shape
-    return max(1, CPU_CHUNK_BYTES // (num_in * num_out * dim_out * u.element_size()))
+    num_in, num_out, out_dim, _ = weight.shape
+    return max(1, CPU_CHUNK_BYTES // (num_in * num_out * out_dim * u.element_size()))
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (e.g. "meta")
+        return False
 
 
 def routed_capsules(
     u: torch.Tensor, weight: torch.Tensor, iterations: int = 3, detach_intermediate: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dynamic_routing(einsum("ijed,bid->bije", weight, u))``, fused (see the module docstring).
+
+    Under autocast it computes in float32 and returns float32 tensors.
 
     Args:
         u: ``(B, N_in, D_in)`` input capsules.
@@ -169,6 +181,11 @@ def routed_capsules(
             "routed_capsules expects u (B, N_in, D_in) and weight (N_in, N_out, D_out, D_in) with matching "
             f"N_in and D_in, got u {tuple(u.shape)} and weight {tuple(weight.shape)}"
         )
+    if _autocast_enabled(u.device.type):
+        # The hand-written backward assumes one float dtype throughout: under autocast this path
+        # routes in float32 (squash computes in float32 on every path anyway).
+        with torch.autocast(u.device.type, enabled=False):
+            return routed_capsules(u.float(), weight.float(), iterations, detach_intermediate)
     chunk = _chunk_size(u, weight)
     if u.shape[0] <= chunk:
         v, c = _RoutedCapsules.apply(u, weight, iterations, detach_intermediate)

@@ -15,7 +15,7 @@ backward; the routing step alone against the loop-by-loop transcription of Proce
 capslib training step.
 
 Training step = forward + margin/reconstruction loss + backward + Adam step, fp32; capslib's is
-``capslib.train.train_step`` as ``fit`` runs it (on CPU in micro-batches of 32). Inference =
+``capslib.train.train_step`` as ``fit`` runs it (the whole batch at once). Inference =
 eval-mode forward under ``torch.no_grad`` (the decoder included, masked with the prediction).
 Inputs are random images in [0, 1] and random labels: the cost does not depend on the data.
 """
@@ -38,7 +38,7 @@ import torch
 import capslib
 from capslib.fused_routing import routed_capsules
 from capslib.layers import resolve_routing_implementation
-from capslib.train import default_micro_batch, train_step
+from capslib.train import train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
@@ -120,10 +120,9 @@ def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, r
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if impl == "capslib":
-        micro_batch = default_micro_batch(model, device)
 
         def step(x, y):
-            train_step(model, optimizer, x, y, micro_batch=micro_batch)
+            train_step(model, optimizer, x, y)
 
     else:
 

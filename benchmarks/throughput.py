@@ -17,7 +17,7 @@ import torch
 
 import capslib
 from capslib.compiling import compiled_or_eager
-from capslib.train import default_micro_batch, train_step
+from capslib.train import train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -41,10 +41,8 @@ def measure(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
-    micro_batch = default_micro_batch(model, device)
-
     def one_train_step():  # as capslib.train.fit runs it
-        train_step(run, optimizer, x, y, micro_batch=micro_batch, amp=amp and device.type == "cuda")
+        train_step(run, optimizer, x, y, amp=amp and device.type == "cuda")
 
     @torch.no_grad()
     def infer_step():

@@ -136,10 +136,13 @@ class _RoutedCapsules(torch.autograd.Function):
         return grad_u, grad_weight, None, None
 
 
-# On CPU the batch is routed in chunks whose u_hat stays under this many bytes. glibc serves
-# allocations above its mmap threshold (at most 32 MiB) with fresh pages from the kernel, and the
-# page faults cost more than the arithmetic: u_hat at batch 100 is 74 MB. Chunks below the
-# threshold are recycled from the heap instead. Measured with benchmarks/perf.py.
+# capslib's one workaround for the CPU allocator, explained here once. glibc's malloc serves every
+# allocation above its mmap threshold (at most 32 MiB) with fresh pages from the kernel and hands
+# them back on free, so a tensor that size is page-faulted in, and zeroed, every time it is made;
+# u_hat at batch 100 is 74 MB. Routing the batch in chunks whose u_hat stays under this many bytes
+# lets the heap recycle it instead. benchmarks/allocator.py measures this against the other ways
+# around the same cause (micro-batches, a channels-last Conv1: no gain beyond it; glibc's own
+# MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_, which help every large tensor: docs/performance.md).
 CPU_CHUNK_BYTES = 16 * 2**20
 
 

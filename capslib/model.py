@@ -156,26 +156,6 @@ class CapsNet(nn.Module):
         if y is not None:
             check_labels(y, x.shape[0], self.num_classes)
 
-    def _conv1(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.conv1(x)``; on CPU with gradients on, computed channels-last (same numbers).
-
-        Training on CPU, oneDNN's channels-last kernels for this convolution (few input channels)
-        are faster than the default ones, forward + backward, from batch 100 up; for inference the
-        default ones are faster, and so is the primary-capsule convolution after it in the default
-        layout, so the features are handed on in that layout (timed on a 2-core x86-64 CPU; the
-        whole model's speed is in benchmarks/perf.py).
-        """
-        # Under torch.compile the compiler picks the layouts (and as_strided would split its graph).
-        if x.device.type != "cpu" or not torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.conv1(x)
-        if x.shape[1] == 1:  # one channel: the same memory, only the strides say "channels-last"
-            x = x.contiguous()
-            batch, _, height, width = x.shape
-            x = x.as_strided(x.shape, (height * width, 1, width, 1), x.storage_offset())
-        else:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.conv1(x).contiguous()  # (B, 256, 20, 20), from channels-last to the default layout
-
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False) -> CapsNetOutput:
         """Classify (and reconstruct) a batch.
 
@@ -185,7 +165,7 @@ class CapsNet(nn.Module):
             return_trace: also return every routing iteration (and ``u_hat``).
         """
         self.check_inputs(x, y)
-        features = torch.relu_(self._conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
+        features = torch.relu_(self.conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
         u = self.primary_caps(features)  # (B, N_in, D_in)
         u_hat, trace = None, None
         if return_trace:  # the reference path, which records every iteration and u_hat

@@ -45,7 +45,7 @@ from .model import CapsNet
 from .utils import eval_mode, get_device, seed_everything
 
 # save_atomic lives in capslib.checkpoints; it stays importable from here, where it always was.
-__all__ = ["TrainConfig", "fit", "train_step", "default_micro_batch", "total_loss", "save_atomic", "main"]
+__all__ = ["TrainConfig", "fit", "train_step", "total_loss", "save_atomic", "main"]
 
 
 @dataclass
@@ -81,9 +81,8 @@ class TrainConfig:
     # Polyak averaging: with ema_decay, validation, best.pt and the returned model use the AVERAGED weights.
     ema_decay: float | None = None  # validate and ship a moving average of the weights, e.g. 0.999 per step
     compile: bool = False  # opt-in torch.compile of the training step's model (eager if it cannot compile)
-    # Slices give the same update with less memory, and on CPU they are faster: small tensors are
-    # recycled from the heap, big ones are page-faulted in fresh every step. See default_micro_batch().
-    micro_batch: int | None = None  # forward/backward in slices of this many images (None: automatic)
+    # Slices give the same update (gradients summed) in less memory: for batches that do not fit.
+    micro_batch: int | None = None  # forward/backward in slices of this many images (None: the whole batch)
     extra: dict = field(default_factory=dict)  # free-form notes recorded with the run (no CLI flag)
 
     def validate(self) -> None:
@@ -125,12 +124,6 @@ def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstructio
     return margin + reconstruction_weight * recon, margin, recon
 
 
-def default_micro_batch(model: nn.Module, device: torch.device) -> int | None:
-    """32 on CPU for models without batch norm (whose statistics would change), else None (whole batch)."""
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return 32 if device.type == "cpu" and not has_batch_norm else None
-
-
 def train_step(
     model,
     optimizer: torch.optim.Optimizer,
@@ -162,8 +155,7 @@ def train_step(
     size = micro_batch or batch
     optimizer.zero_grad(set_to_none=True)
     sums = torch.zeros(4, device=labels.device)  # loss, margin, reconstruction (batch means), correct
-    # Whole batch: the tensors themselves (a split would make new ones, whose labels get checked again).
-    chunks = [(images, labels)] if size >= batch else zip(images.split(size), labels.split(size), strict=True)
+    chunks = zip(images.split(size), labels.split(size), strict=True)  # ((b, C, H, W), (b,)) slices
     for x, y in chunks:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             output = model(x, y)  # decoder masked with the TRUE label
@@ -203,13 +195,13 @@ def fit(
         ``out_dir`` and ``model`` (the trained model, last epoch's weights; with ``ema_decay``
         the averaged model, whose weights validated and went into ``best.pt``).
     """
-    config = settings(config, overrides)  # a copy: the caller's config is never changed
+    config = with_overrides(config, overrides)  # a copy: the caller's config is never changed
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config, device = set_up_device(config)
     checkpoint = load_last(out_dir) if resume else None
     if checkpoint is not None:
-        config = resumed_settings(config, checkpoint["config"])
+        config = with_resumed_settings(config, checkpoint["config"])
     seed_everything(config.seed)
     model = build_model(model, config, checkpoint).to(device)
     data = load_data(train_set, val_set, config, getattr(model, "num_classes", None), device)
@@ -241,7 +233,7 @@ def fit(
 # ----------------------------------------------------------------------------- fit's steps, in order
 
 
-def settings(config: TrainConfig | None, overrides: dict) -> TrainConfig:
+def with_overrides(config: TrainConfig | None, overrides: dict) -> TrainConfig:
     """A validated copy of ``config`` (default: ``TrainConfig()``) with ``overrides`` applied."""
     config = config or TrainConfig()
     names = [f.name for f in fields(TrainConfig)]
@@ -268,7 +260,7 @@ def set_up_device(config: TrainConfig) -> tuple[TrainConfig, torch.device]:
 RESUMED_SETTINGS = ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset")
 
 
-def resumed_settings(config: TrainConfig, saved: dict) -> TrainConfig:
+def with_resumed_settings(config: TrainConfig, saved: dict) -> TrainConfig:
     """``config`` with the run-defining settings of the checkpoint's config ``saved``."""
     restored = {key: saved[key] for key in RESUMED_SETTINGS}
     restored["ema_decay"] = saved.get("ema_decay")  # absent from checkpoints older than EMA
@@ -360,7 +352,7 @@ def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Se
         step_model,
         run.optimizer,
         reconstruction_weight=config.reconstruction_weight,
-        micro_batch=config.micro_batch or default_micro_batch(run.model, device),
+        micro_batch=config.micro_batch,
         amp=config.amp and device.type == "cuda",
     )
     writer = None

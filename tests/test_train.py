@@ -201,16 +201,6 @@ def test_micro_batches_give_the_same_step(mnist_train):
         torch.testing.assert_close(sliced_state[key], whole_state[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_default_micro_batch():
-    from capslib.train import default_micro_batch
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert default_micro_batch(tiny_model(), cpu) == 32
-    assert default_micro_batch(tiny_model(), cuda) is None
-    with_batch_norm = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    assert default_micro_batch(with_batch_norm, cpu) is None  # slicing would change its statistics
-
-
 def test_fit_with_micro_batches_learns(tiny_data, tmp_path, monkeypatch):
     """12 steps in slices of 6 take the margin loss on the 120 training digits well below its start."""
     train_set, val_set = tiny_data

@@ -48,7 +48,7 @@ def trained_run(tmp_path_factory):
     """``(out_dir, history)`` of a one-epoch run of a tiny CapsNet with TensorBoard logs in out_dir/tb."""
     out = tmp_path_factory.mktemp("tb_run")
     train = mnist(train=True)
-    model = capslib.CapsNet(conv_channels=16, primary_types=4, class_dim=8)  # seconds on a CPU
+    model = capslib.CapsNet(conv_channels=16, num_types=4, out_dim=8)  # seconds on a CPU
     result = fit(
         model,
         Subset(train, range(100)),

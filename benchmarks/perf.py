@@ -1,4 +1,4 @@
-"""Performance of capslib's CapsNet against the plain vectorised version, in one run (issue 6).
+"""Performance of capslib's CapsNet against the plain vectorised version, in one run.
 
     python benchmarks/perf.py                 # full run, about 9 minutes on 2 CPU cores
     python benchmarks/perf.py --quick         # one repetition of everything (tests, smoke runs)

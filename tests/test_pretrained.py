@@ -109,3 +109,17 @@ def test_evaluate_cli_on_shipped_model(tmp_path):
     ).stdout
     assert f"({model_card()['test_errors']} errors in 10000 images)" in out
     assert figure.stat().st_size > 10_000
+
+
+def test_checkpoint_with_the_older_argument_names_loads(tmp_path):
+    """Checkpoints name CapsNet's arguments as they were when saved: primary_types/primary_dim/class_dim."""
+    torch.manual_seed(0)
+    model = capslib.CapsNet(conv_channels=16, num_types=4, in_dim=6, out_dim=7)
+    old_config = dict(model.config)
+    for old, new in (("primary_types", "num_types"), ("primary_dim", "in_dim"), ("class_dim", "out_dim")):
+        old_config[old] = old_config.pop(new)
+    torch.save({"model": model.state_dict(), "model_config": old_config}, tmp_path / "old.pt")
+    loaded = capslib.load_checkpoint(tmp_path / "old.pt", device="cpu")
+    assert (loaded.primary_caps.num_types, loaded.primary_caps.in_dim, loaded.digit_caps.out_dim) == (4, 6, 7)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x).lengths, model.eval()(x).lengths)

@@ -19,16 +19,19 @@ symbol     argument               meaning
 Paper names: ``u_hat`` are the *prediction vectors* ``W_ij u_i`` (``RoutingCaps.prediction_vectors``);
 a model's *predictions* are its predicted classes (``CapsNetOutput.predictions``).
 
-Modules, one job each: ``functional`` (squash, losses, label checks), ``routing`` (Procedure 1,
-the readable reference implementation), ``fused_routing`` (the fused implementation of the same
-maths, an optimisation), ``layers`` (PrimaryCaps, RoutingCaps and its ``routing_implementation``
-switch, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables), ``data`` (MNIST,
-Fashion-MNIST, shift augmentation), ``utils`` (seeds, devices, ``eval_mode``), ``train`` (fit and
-its CLI), ``evaluate`` (test accuracy and its CLI), ``pretrained`` (shipped weights, checkpoints),
-``widgets`` (sliders over plotting functions), ``interpret`` (tensors that explain a trained model:
-coupling maps, Figure 4's perturbations), ``plots`` (figures of notebooks 01-04), ``plots_trained``
-(figures of a trained model for notebooks 05-08: training curves, confusion matrix, mistakes,
-coupling maps, Figure 4), ``compiling`` (opt-in ``torch.compile`` with an eager fallback).
+Modules, one job each: ``functional`` (squash, losses, label and image checks), ``routing``
+(Procedure 1, the readable reference implementation), ``fused_routing`` (the fused implementation
+of the same maths, an optimisation), ``layers`` (PrimaryCaps, RoutingCaps and its
+``routing_implementation`` switch, Decoder), ``model`` (CapsNet), ``tracing`` (shape tables),
+``data`` (MNIST, Fashion-MNIST, shift augmentation, the checked cache), ``utils`` (seeds, devices,
+``eval_mode``, atomic writes), ``config`` (``TrainConfig`` and the training command line),
+``train`` (``fit``, its steps and its CLI), ``checkpoints`` (what a run saves and resumes from),
+``faults`` (a non-finite loss, Ctrl-C and SIGTERM), ``evaluate`` (test accuracy and its CLI),
+``pretrained`` (shipped weights, checkpoint files), ``widgets`` (sliders over plotting
+functions), ``interpret`` (tensors that explain a trained model: coupling maps, Figure 4's
+perturbations), ``plots`` (figures of notebooks 01-04), ``plots_trained`` (figures of a trained
+model for notebooks 05-08: training curves, confusion matrix, mistakes, coupling maps, Figure 4),
+``compiling`` (opt-in ``torch.compile`` with an eager fallback).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

@@ -3,19 +3,24 @@
 :func:`capslib.train.fit` keeps what a run carries from one step to the next in a :class:`RunState`
 and saves it to ``<out>/last.pt`` (after every epoch, and within one every ``checkpoint_minutes``)
 and ``<out>/best.pt`` (the epoch that validated best). A checkpoint is a plain dict, which
-``torch.load(path, weights_only=True)`` reads:
+``torch.load(path, weights_only=True)`` reads. ``last.pt`` holds all of it (about 100 MB for the
+default CapsNet: the weights, 33 MB, and Adam's two moments, which an exact resume needs);
+``best.pt`` only ships and never resumes, so it leaves out the keys marked (resume):
 
     model                 the weights that validate and ship (with ema_decay: the average)
-    optimizer, scheduler  their state dicts
+    optimizer, scheduler  their state dicts (resume)
     config                the run's TrainConfig, as a dict
     epoch, batch_index    where to continue: the epoch to run next (or the one in progress) and how
                           many of its batches are done
-    generator_state       mid-epoch: the state of the epoch's data-order and augmentation generator
-    partial_epoch         mid-epoch: the epoch's loss and accuracy sums so far
+    generator_state       mid-epoch: the state of the epoch's data-order and augmentation generator (resume)
+    partial_epoch         mid-epoch: the epoch's loss and accuracy sums so far (resume)
     history, best_val_accuracy, best_epoch, elapsed_seconds, torch_version
     model_config          CapsNet(**model_config) rebuilds the model (capslib.load_checkpoint reads it)
-    train_model           with ema_decay: the raw weights, which keep training on resume
-    ema_n_averaged        with ema_decay: how many steps the average holds
+    train_model           with ema_decay: the raw weights, which keep training on resume (resume)
+    ema_n_averaged        with ema_decay: how many steps the average holds (resume)
+
+Reading one: a file that is truncated, corrupt, holds pickled objects or lacks these keys gives a
+``ValueError`` naming it (:func:`capslib.pretrained.read_torch_file`).
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .pretrained import PRETRAINED_NAME, pretrained_dir
-from .utils import atomic_write
+from .pretrained import PRETRAINED_NAME, pretrained_dir, read_torch_file
+from .utils import atomic_write, stale_temporaries
 
 __all__ = [
     "RunState",
+    "EpochSums",
     "to_checkpoint",
     "restore",
     "save_run",
@@ -40,6 +46,7 @@ __all__ = [
     "save_atomic",
     "write_json_atomic",
     "initial_weights",
+    "remove_stale_temporaries",
 ]
 
 
@@ -65,6 +72,44 @@ class RunState:
     def eval_model(self) -> nn.Module:
         """The weights that validate, go into checkpoints as ``model`` and ship: the average with EMA."""
         return self.ema.module if self.ema is not None else self.model
+
+
+class EpochSums:
+    """An epoch's training sums (a checkpoint's ``partial_epoch``): those carried over from a resumed
+    checkpoint, plus running sums kept on the device and read back only when shown or saved
+    (reading them every step would stall a GPU).
+
+    The running sums also count the steps whose loss was finite, up to the first that was not:
+    every read finds a non-finite loss, and its step, with no check of its own (capslib.faults).
+    """
+
+    def __init__(self, carried: dict, device: torch.device):
+        self.carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0, **carried}
+        self.running = torch.zeros(5, dtype=torch.float64, device=device)  # loss, margin, recon, correct, finite steps
+        self.finite = torch.ones((), dtype=torch.bool, device=device)  # False from the first non-finite loss on
+        self.steps, self.seen = 0, self.carried["seen"]
+
+    def add(self, stats: dict, batch_size: int) -> None:
+        """Add one step's ``stats`` (:func:`capslib.train.train_step`'s batch means), on the device."""
+        with torch.no_grad():
+            losses = torch.stack([stats["loss"], stats["margin"], stats["reconstruction"]]).double() * batch_size
+            self.finite &= torch.isfinite(losses).all()
+            self.running += torch.cat([losses, stats["correct"].double().view(1), self.finite.double().view(1)])
+        self.steps += 1
+        self.seen += batch_size
+
+    def read(self) -> tuple[dict, int | None]:
+        """The epoch's sums so far (one read-back), and which step of this call (0-based) had the
+        first non-finite loss (None: none had)."""
+        loss, margin, recon, correct, finite_steps = self.running.tolist()
+        totals = {
+            "loss": self.carried["loss"] + loss,
+            "margin": self.carried["margin"] + margin,
+            "reconstruction": self.carried["reconstruction"] + recon,
+            "correct": self.carried["correct"] + round(correct),
+            "seen": self.seen,
+        }
+        return totals, None if finite_steps == self.steps else round(finite_steps)
 
 
 def to_checkpoint(run: RunState, config) -> dict:
@@ -112,18 +157,55 @@ def restore(run: RunState, checkpoint: dict) -> None:
     run.elapsed_before = checkpoint["elapsed_seconds"]
 
 
+# What only resuming needs: best.pt, which ships and never resumes, leaves it out (two thirds of a
+# checkpoint: the optimizer holds two numbers per weight).
+RESUME_ONLY = ("optimizer", "scheduler", "generator_state", "partial_epoch", "train_model", "ema_n_averaged")
+RUN_FILES = ("last.pt", "best.pt", "config.json", "history.json")  # what fit writes into <out>, atomically
+
+
 def save_run(run: RunState, config, out_dir: Path, best: bool = False) -> None:
-    """Write ``run`` to ``<out_dir>/last.pt``, and to ``best.pt`` too when ``best``."""
+    """Write ``run`` to ``<out_dir>/last.pt``, and (without what only resuming needs) to ``best.pt``
+    too when ``best``. best.pt goes first: if its write fails, last.pt still describes the best.pt
+    on disk, and a resume replays the epoch that would have replaced it."""
     checkpoint = to_checkpoint(run, config)
     if best:
-        save_atomic(checkpoint, out_dir / "best.pt")
+        save_atomic({k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}, out_dir / "best.pt")
     save_atomic(checkpoint, out_dir / "last.pt")
 
 
-def load_last(out_dir: Path) -> dict | None:
-    """The checkpoint ``<out_dir>/last.pt`` (tensors on the CPU), or None if the run has none yet."""
+# A checkpoint without these cannot continue a run (restore reads them).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "config", "epoch", "batch_index", "history", "best_val_accuracy")
+
+
+def load_last(out_dir: Path) -> dict:
+    """The checkpoint ``<out_dir>/last.pt`` (tensors on the CPU), to resume from.
+
+    Raises:
+        FileNotFoundError: naming the path, when there is none (a typo in ``--out``?).
+        ValueError: naming the file, when it is not a capslib training checkpoint.
+    """
     path = Path(out_dir) / "last.pt"
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    if not path.exists():
+        raise FileNotFoundError(
+            f"nothing to resume: no checkpoint at {path}. Is the output folder (--out, out_dir) right? "
+            "To start a new run there, leave out --resume (resume=True)."
+        )
+    expected = "a capslib training checkpoint (the last.pt that python -m capslib.train writes)"
+    checkpoint = read_torch_file(path, expected)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} is not {expected}: it holds a {type(checkpoint).__name__}, not a dict")
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not {expected}: it lacks {missing}")
+    return checkpoint
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed write of a run file left in ``out_dir`` (and none other)."""
+    stale = stale_temporaries(out_dir, RUN_FILES)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -141,7 +223,10 @@ def initial_weights(source: str) -> dict:
     path = pretrained_dir() / f"{PRETRAINED_NAME}.pt" if source == "pretrained" else Path(source)
     if not path.exists():
         raise FileNotFoundError(f"init_from: no weights at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = "weights to start from: a capslib training checkpoint or a state dict of CapsNet weights"
+    state = read_torch_file(path, expected)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"init_from: {path} is not {expected}, got a {type(state).__name__} that is no state dict")
     return {k: v.float() for k, v in state.items()}

@@ -4,7 +4,11 @@
     python -m capslib.evaluate pretrained                     # the shipped model
 
 prints the test accuracy, the error count and per-class accuracy, and writes a confusion-matrix
-figure (drawn by :func:`capslib.plots_trained.plot_confusion_matrix`). ``--export data/pretrained``
+figure (drawn by :func:`capslib.plots_trained.plot_confusion_matrix`) named
+``<checkpoint stem>_confusion.png``: beside the checkpoint it evaluated
+(``runs/capsnet/best_confusion.png``), or for ``pretrained`` into ``runs/evaluate/`` under the
+working directory (``capsnet_mnist_confusion.png``), where ``capslib.train`` writes its runs too.
+``--out DIR`` puts it in ``DIR`` instead; ``--figure FILE`` names the file itself. ``--export data/pretrained``
 also writes the model as a half-precision state dict with a model card holding the accuracy OF THAT
 HALF-PRECISION FILE.
 """
@@ -22,12 +26,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import load_dataset, to_tensors
+from .functional import check_image_range, check_label_range
 from .utils import eval_mode, get_device
 
-__all__ = ["Evaluation", "evaluate", "TEST_SLICE", "main"]
+__all__ = ["Evaluation", "evaluate", "TEST_SLICE", "PRETRAINED_OUT", "main"]
 
 TEST_SLICE = 2000
 """The fixed test slice (the first 2,000 test images) whose error count the model card records."""
+
+PRETRAINED_OUT = Path("runs") / "evaluate"
+"""Where the CLI writes the figure of ``pretrained`` without ``--out``, relative to the working directory."""
 
 
 @dataclass
@@ -77,12 +85,25 @@ def evaluate(
         device: default: the model's device.
         batch_size: images per forward pass (does not change the result).
         limit: only the first ``limit`` images (e.g. :data:`TEST_SLICE`); None for all.
+
+    Raises:
+        ValueError: before any inference, for no images, images that are not finite or not in
+            [0, 1] (0-255 pixels, standardised images), or labels outside ``[0, model.num_classes)``:
+            checked once here, on the CPU tensors, so no batch on a GPU is ever read back for it.
     """
     if dataset is None:
         dataset = load_dataset("mnist", train=False)
+    if len(dataset) == 0 or limit == 0:
+        raise ValueError(
+            f"evaluate got no images (dataset of {len(dataset)}, limit {limit}): an accuracy over nothing is undefined"
+        )
     images, labels = to_tensors(dataset)  # (N, C, H, W), (N,)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    check_image_range(images, name="evaluation images")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None:  # a model without it is checked against its output width below
+        check_label_range(labels, num_classes, name="evaluation labels")
     if device is None:
         device = next(model.parameters()).device
     else:
@@ -96,6 +117,7 @@ def evaluate(
     lengths = torch.cat(all_lengths)  # (N, N_out)
     predictions = lengths.argmax(dim=1)  # (N,)
     num_classes = lengths.shape[1]
+    check_label_range(labels, num_classes, name="evaluation labels")
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().float() / confusion.sum(dim=1).clamp_min(1).float()
@@ -141,7 +163,14 @@ def main(argv: list[str] | None = None) -> Evaluation:
     p.add_argument("checkpoint", help="a training checkpoint (best.pt / last.pt / run dir), or 'pretrained'")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--figure", default=None, help="confusion-matrix PNG (default: beside the checkpoint)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for the confusion-matrix figure <stem>_confusion.png (default: the checkpoint's folder; "
+        f"for 'pretrained': {PRETRAINED_OUT}/ under the working directory)",
+    )
+    p.add_argument("--figure", default=None, metavar="FILE", help="the figure's exact path (overrides --out)")
     p.add_argument("--export", default=None, metavar="DIR", help="also write a half-precision model + card here")
     p.add_argument("--commit", default=None, help="commit to record in the card (default: git HEAD)")
     args = p.parse_args(argv)
@@ -149,14 +178,17 @@ def main(argv: list[str] | None = None) -> Evaluation:
     device = get_device(args.device)
     if args.checkpoint == "pretrained":
         model = load_pretrained(device)
-        figure = Path(args.figure or "confusion_matrix.png")
         checkpoint = None
+        # Never the working directory itself: a figure there lands in whatever repository that is.
+        figure = Path(args.out or PRETRAINED_OUT) / f"{PRETRAINED_NAME}_confusion.png"
     else:
         model = load_checkpoint(args.checkpoint, device)
         path = Path(args.checkpoint)
         path = path / "best.pt" if path.is_dir() else path
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        figure = Path(args.figure or path.with_name(path.stem + "_confusion.png"))
+        figure = Path(args.out or path.parent) / f"{path.stem}_confusion.png"
+    if args.figure:
+        figure = Path(args.figure)
 
     start = time.monotonic()
     result = evaluate(model, device=device, batch_size=args.batch_size)

@@ -6,9 +6,23 @@ References are to Sabour, Frosst & Hinton 2017, "Dynamic Routing Between Capsule
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["squash", "margin_loss", "reconstruction_loss", "check_labels", "check_label_range"]
+__all__ = [
+    "squash",
+    "margin_loss",
+    "reconstruction_loss",
+    "check_labels",
+    "check_label_range",
+    "check_image_range",
+    "IMAGE_RANGE_TOLERANCE",
+]
+
+IMAGE_RANGE_TOLERANCE = 1e-6
+"""How far outside [0, 1] a pixel may lie and still pass :func:`check_image_range`: room for float
+rounding (``x / 255`` of a uint8 image is exact, other scalings are not), far below one grey level."""
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
@@ -70,6 +84,62 @@ def check_label_range(labels: torch.Tensor, num_classes: int, name: str = "label
         raise ValueError(f"{name} must lie in [0, {num_classes}), got values from {low} to {high}")
 
 
+def check_image_range(images: torch.Tensor, name: str = "images") -> None:
+    """Raise ``ValueError`` unless ``images`` is floating point, finite, and lies in [0, 1].
+
+    CapsNet takes raw pixels scaled to [0, 1] (its decoder ends in a sigmoid and is compared with
+    the input); the two usual mistakes, pixels in 0-255 and images standardised with a dataset's
+    mean and std, run without any error but lose accuracy, so the message names the range that
+    came and the fix. :data:`IMAGE_RANGE_TOLERANCE` is allowed either side for float rounding.
+
+    Reads the minimum and maximum (a device synchronisation off the CPU): call it once per dataset
+    where data enters (:func:`capslib.evaluate.evaluate`, the training data loader), not per step.
+    :meth:`capslib.CapsNet.check_images` calls it for every batch on the CPU only, where it is free.
+
+    Args:
+        images: any shape, e.g. ``(B, C, H, W)`` or a whole dataset ``(N, C, H, W)``.
+        name: what the images are, for the message ("test images").
+    """
+    if not isinstance(images, torch.Tensor) or not images.dtype.is_floating_point:
+        what = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(
+            f"{name} must be a floating-point tensor in [0, 1], got {what}; convert uint8 pixels with x.float() / 255"
+        )
+    if images.numel() == 0:
+        return
+    # NaN propagates through the minimum and maximum, so one pass finds both kinds of fault.
+    low, high = torch.stack(torch.aminmax(images.detach())).tolist()  # one read-back
+    if not (math.isfinite(low) and math.isfinite(high)):
+        nans, infinities = int(torch.isnan(images).sum()), int(torch.isinf(images).sum())
+        raise ValueError(
+            f"{name} must be finite, got {nans + infinities} non-finite values ({nans} NaN, {infinities} infinite) "
+            f"among {images.numel()}: repair or drop those images; a NaN pixel makes every prediction NaN"
+        )
+    tolerance = IMAGE_RANGE_TOLERANCE
+    if low >= -tolerance and high <= 1.0 + tolerance:
+        return
+    if low >= -tolerance and 2.0 < high <= 255.0 + tolerance:
+        fix = "this looks like pixels in 0-255: divide by 255"
+    elif abs(low - (0.0 - 0.1307) / 0.3081) < 1e-3 and high <= (1.0 - 0.1307) / 0.3081 + 1e-3:
+        fix = (
+            "this looks like standard-normalised MNIST ((x - 0.1307) / 0.3081); pass the raw pixels / 255 "
+            "instead (x * 0.3081 + 0.1307 undoes it), capslib normalises nothing"
+        )
+    elif -1.0 - tolerance <= low < -0.5 and high <= 1.0 + tolerance:
+        fix = (
+            "this looks like images scaled to [-1, 1] (Normalize(0.5, 0.5)); pass (x + 1) / 2 instead, "
+            "capslib normalises nothing"
+        )
+    elif low < -tolerance:
+        fix = (
+            "negative pixels look like normalised images (mean subtracted, divided by the std); pass the raw "
+            "pixels / 255 instead, capslib normalises nothing"
+        )
+    else:
+        fix = "scale them into [0, 1] (raw pixels / their maximum, 255 for 8-bit images)"
+    raise ValueError(f"{name} must lie in [0, 1], got values from {low:.3g} to {high:.3g}: {fix}")
+
+
 def margin_loss(
     lengths: torch.Tensor,
     labels: torch.Tensor,
@@ -92,6 +162,8 @@ def margin_loss(
     if lengths.dim() != 2:
         raise ValueError(f"lengths must have shape (B, N_out), got {tuple(lengths.shape)}")
     batch_size, num_classes = lengths.shape
+    if batch_size == 0:
+        raise ValueError("margin_loss over no examples (B = 0) is undefined: the batch mean of nothing")
     check_labels(labels, batch_size, num_classes)
     present = torch.nn.functional.one_hot(labels.long(), num_classes).to(lengths.dtype)  # (B, N_out)
     loss_present = present * torch.clamp(m_plus - lengths, min=0.0) ** 2
@@ -119,5 +191,7 @@ def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> 
         )
     if images.dim() < 2:
         raise ValueError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("reconstruction_loss over no examples (B = 0) is undefined: the batch mean of nothing")
     squared_error = (reconstructions - images) ** 2
     return squared_error.flatten(start_dim=1).sum(dim=1).mean(dim=0)

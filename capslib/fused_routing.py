@@ -50,7 +50,7 @@ def _dot_each_row(votes: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """
     batch, num_out, dim = vectors.shape
     rows = torch.bmm(vectors.reshape(batch * num_out, 1, dim), votes.transpose(1, 2))  # (B*N_out, 1, N_in)
-    return rows.view(batch, num_out, -1)
+    return rows.view(batch, num_out, votes.shape[1])  # N_in spelled out: -1 is ambiguous when B = 0
 
 
 class _RoutedCapsules(torch.autograd.Function):
@@ -169,7 +169,7 @@ def routed_capsules(
     Under autocast it computes in float32 and returns float32 tensors.
 
     Args:
-        u: ``(B, N_in, D_in)`` input capsules.
+        u: ``(B, N_in, D_in)`` input capsules; ``B = 0`` gives empty outputs.
         weight: ``(N_in, N_out, D_out, D_in)`` the transforms ``W_ij``.
         iterations: ``R >= 1`` routing iterations.
         detach_intermediate: gradients only through the last iteration (see :func:`capslib.dynamic_routing`).

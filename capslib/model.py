@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .functional import check_labels
+from .functional import check_image_range, check_labels
 from .layers import Decoder, PrimaryCaps, RoutingCaps, check_routing_implementation
 from .routing import RoutingStep, check_iterations
 
@@ -138,7 +138,14 @@ class CapsNet(nn.Module):
         self.digit_caps.routing_implementation = check_routing_implementation(value)
 
     def check_images(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a float batch ``(B, C, H, W)`` of this model's size."""
+        """Raise ``ValueError`` unless ``x`` is a float batch ``(B, C, H, W)`` of this model's size.
+
+        On the CPU the values are checked too (finite, in [0, 1]: :func:`capslib.functional.check_image_range`),
+        where a minimum and maximum cost nothing. On a GPU that would read the batch back, a
+        synchronisation in every step, so there only dtype and shape are checked here; data entering
+        on a GPU is value-checked once, on the CPU, where it enters (:func:`capslib.evaluate.evaluate`,
+        the training data loader).
+        """
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -146,7 +153,13 @@ class CapsNet(nn.Module):
                 f"images must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}"
             )
         if not x.dtype.is_floating_point:
-            raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
+            raise ValueError(
+                f"images must be floating point in [0, 1], got dtype {x.dtype}; "
+                "convert 8-bit pixels with x.float() / 255"
+            )
+        # Under torch.compile a value check would split the graph; compiled_or_eager checks eagerly first.
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+            check_image_range(x)
 
     def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None, *args, **kwargs) -> None:
         """The input checks of :meth:`forward` (``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` or None),
@@ -160,11 +173,18 @@ class CapsNet(nn.Module):
         """Classify (and reconstruct) a batch.
 
         Args:
-            x: ``(B, C, H, W)`` images in [0, 1].
+            x: ``(B, C, H, W)`` images in [0, 1], of any floating-point dtype: they are cast to the
+                model's parameter dtype first (float64 or float16 images into a float32 model just
+                work; under autocast the convolution still runs in autocast's dtype). Integer images
+                raise ``ValueError``: convert 8-bit pixels with ``x.float() / 255``. On the CPU,
+                values outside [0, 1] or not finite raise ``ValueError`` (see :meth:`check_images`).
+                ``B = 0`` gives empty outputs of the shapes :class:`CapsNetOutput` lists.
             y: ``(B,)`` true labels; required while training with a decoder.
             return_trace: also return every routing iteration (and ``u_hat``).
         """
         self.check_inputs(x, y)
+        # float64/float16 images would meet float32 weights in conv1; a no-op when the dtypes agree.
+        x = x.to(self.conv1.weight.dtype)
         features = torch.relu_(self.conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
         u = self.primary_caps(features)  # (B, N_in, D_in)
         u_hat, trace = None, None

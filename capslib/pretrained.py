@@ -8,6 +8,9 @@ and ``capsnet_mnist.json``, its model card (how it was trained and what it measu
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +19,15 @@ from .data import data_dir
 from .model import CapsNet
 from .utils import atomic_write, get_device
 
-__all__ = ["PRETRAINED_NAME", "pretrained_dir", "load_pretrained", "load_checkpoint", "save_pretrained", "model_card"]
+__all__ = [
+    "PRETRAINED_NAME",
+    "pretrained_dir",
+    "load_pretrained",
+    "load_checkpoint",
+    "save_pretrained",
+    "model_card",
+    "read_torch_file",
+]
 
 PRETRAINED_NAME = "capsnet_mnist"
 
@@ -37,6 +48,39 @@ def model_card(name: str = PRETRAINED_NAME) -> dict:
     return json.loads(path.read_text())
 
 
+def read_torch_file(path: str | Path, expected: str):
+    """``torch.load(path, weights_only=True)`` onto the CPU, for every checkpoint capslib reads.
+
+    ``weights_only`` loads tensors and plain containers only: a file holding pickled objects is
+    refused, since unpickling them could run code.
+
+    Raises:
+        ValueError: naming ``path`` and ``expected`` (what it should hold, e.g. "a capslib training
+            checkpoint") when the file is truncated, corrupt, not a ``torch.save`` file, or holds
+            pickled objects; PyTorch's own message, a screenful, is cut to its gist.
+        OSError: when the file cannot be read at all (missing, no permission).
+    """
+    try:
+        with warnings.catch_warnings():
+            # a plain pickle (protocol 4+) warns before it fails: the error below says it better
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:
+        text = str(err)
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if pickled:
+            problem = f"it holds pickled Python objects ({pickled[1]}), which capslib never loads: that could run code"
+        elif isinstance(err, pickle.UnpicklingError) or not text.strip():
+            problem = "it is not a file torch.save wrote, or it is truncated or corrupt"
+        else:
+            gist = text.strip().splitlines()[0].split(". ")[0][:120]  # the first sentence says it
+            problem = f"it is truncated or corrupt ({type(err).__name__}: {gist})"
+        # from None: the chained PyTorch error adds a screenful and nothing a reader can act on
+        raise ValueError(f"{path} is not a readable checkpoint: expected {expected}, but {problem}") from None
+
+
 def _finish(model: CapsNet, device) -> CapsNet:
     model.to(get_device(device))
     model.eval()
@@ -48,6 +92,7 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
 
     Raises:
         FileNotFoundError: if the weights or the card are missing, saying where it looked.
+        ValueError: if the weights file is truncated, corrupt or holds pickled objects.
     """
     weights = pretrained_dir() / f"{name}.pt"
     if not weights.exists():
@@ -56,8 +101,8 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
             "checkout lacks them, train your own (python -m capslib.train) and use capslib.load_checkpoint."
         )
     card = model_card(name)
-    model = CapsNet(**_model_kwargs(card["model_config"]))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model = CapsNet(**model_kwargs(card["model_config"]))
+    state = read_torch_file(weights, "a state dict of CapsNet weights (the shipped pretrained model)")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return _finish(model, device)
 
@@ -67,7 +112,7 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
 _RENAMED = {"primary_types": "num_types", "primary_dim": "in_dim", "class_dim": "out_dim"}
 
 
-def _model_kwargs(config: dict) -> dict:
+def model_kwargs(config: dict) -> dict:
     """CapsNet's keyword arguments from a saved ``model_config``."""
     kwargs = {_RENAMED.get(key, key): value for key, value in config.items()}
     if "image_shape" in kwargs:
@@ -80,20 +125,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a capslib training checkpoint.
+        ValueError: if the file is not a capslib training checkpoint (or is truncated, corrupt,
+            or holds pickled objects).
     """
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with python -m capslib.train --out <dir>")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_torch_file(path, "a capslib training checkpoint (best.pt or last.pt of python -m capslib.train)")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise ValueError(
             f"{path} is not a capslib training checkpoint (expected a dict with 'model' and 'model_config', "
             f"got {sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__})"
         )
-    model = CapsNet(**_model_kwargs(checkpoint["model_config"]))
+    model = CapsNet(**model_kwargs(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"], strict=True)
     return _finish(model, device)
 

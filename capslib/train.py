@@ -11,6 +11,8 @@ Checkpoints (``<out>/last.pt``) are written after every epoch and every ``checkp
 within one, atomically (write to a temporary file, then rename), with the optimizer, scheduler,
 the data-order generator and the config, so an interrupted run resumes exactly. ``<out>/best.pt``
 holds the model of the best validation epoch. What a checkpoint holds: :mod:`capslib.checkpoints`.
+Ctrl-C or SIGTERM checkpoints before stopping; a non-finite loss stops the run before any
+checkpoint holds the weights it touched; both without a per-step synchronisation: :mod:`capslib.faults`.
 
 :func:`fit` reads top to bottom: settings, model, data, run state, then per epoch
 :func:`train_one_epoch`, :func:`accuracy` on the validation set and :func:`end_epoch` (history,
@@ -19,15 +21,13 @@ learning-rate decay, checkpoints). The CLI's options are generated from :class:`
 
 from __future__ import annotations
 
-import argparse
 import functools
-import inspect
-import io
 import math
+import shlex
+import sys
 import time
-import tokenize
-import typing
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -37,71 +37,28 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .checkpoints import RunState, initial_weights, load_last, restore, save_atomic, save_run, write_json_atomic
+from .checkpoints import (
+    EpochSums,
+    RunState,
+    initial_weights,
+    load_last,
+    remove_stale_temporaries,
+    restore,
+    save_atomic,
+    save_run,
+    write_json_atomic,
+)
 from .compiling import compiled_or_eager
-from .data import DATASETS, load_dataset, random_shift, split_train_val, to_tensors
-from .functional import check_label_range, margin_loss, reconstruction_loss
+from .config import TrainConfig, build_parser, config_from_args
+from .data import load_dataset, random_shift, split_train_val, to_tensors
+from .faults import NonFiniteLossError, StopSignals, TrainingInterrupted, non_finite_loss, reads_are_free
+from .functional import check_image_range, check_label_range, margin_loss, reconstruction_loss
 from .model import CapsNet
+from .pretrained import model_kwargs
 from .utils import eval_mode, get_device, seed_everything
 
-# save_atomic lives in capslib.checkpoints; it stays importable from here, where it always was.
-__all__ = ["TrainConfig", "fit", "train_step", "total_loss", "save_atomic", "main"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; saved in every checkpoint and in ``<out>/config.json``.
-
-    The comment after each field is also its help in ``python -m capslib.train --help``.
-    """
-
-    epochs: int = 50  # passes over the 55,000 training images
-    batch_size: int = 128  # images per training step (the paper's official code uses 128)
-    lr: float = 1e-3  # Adam's learning rate at epoch 0
-    lr_decay: float = 0.96  # multiply the learning rate by this after every epoch
-    routing_iterations: int = 3  # routing iterations of the model fit() builds (when given none)
-    reconstruction: bool = True  # the reconstruction decoder of the model fit() builds (when given none)
-    reconstruction_weight: float = 0.0005  # reconstruction loss weight (paper: small, not to dominate the margin loss)
-    max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off)
-    dataset: str = "mnist"  # "mnist" or "fashion-mnist"
-    val_size: int = 5000  # the last val_size training images validate
-    train_limit: int | None = None  # use only the first N training images (quick experiments; None: all)
-    device: str = "auto"  # auto: CUDA, then MPS, then CPU; or cuda, mps, cpu
-    seed: int = 0  # seeds model init, data order and augmentation
-    # The config records the threads actually used, so a CPU run can be repeated bit for bit.
-    threads: int | None = None  # CPU threads (None: torch's default); fixed threads + seed = deterministic on CPU
-    out_dir: str = "runs/capsnet"  # checkpoints, config.json, history.json, TensorBoard logs (tb/)
-    checkpoint_minutes: float = 10.0  # also checkpoint within an epoch this often
-    amp: bool = False  # CUDA only: bf16 autocast (squash and the losses stay fp32)
-    tensorboard: bool = True  # write TensorBoard logs to <out>/tb
-    eval_batch_size: int = 500  # batch size for validation
-    progress: bool = True  # tqdm progress bars (without them: one line per epoch)
-    init_from: str | None = None  # start from these weights: "pretrained", a checkpoint or a state dict
-    stop_after_batches: int | None = None  # stop (checkpointed, as if killed) after this many batches
-    # Polyak averaging: with ema_decay, validation, best.pt and the returned model use the AVERAGED weights.
-    ema_decay: float | None = None  # validate and ship a moving average of the weights, e.g. 0.999 per step
-    compile: bool = False  # opt-in torch.compile of the training step's model (eager if it cannot compile)
-    # Slices give the same update (gradients summed) in less memory: for batches that do not fit.
-    micro_batch: int | None = None  # forward/backward in slices of this many images (None: the whole batch)
-    extra: dict = field(default_factory=dict)  # free-form notes recorded with the run (no CLI flag)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot work."""
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
-            (self.routing_iterations >= 1, "routing_iterations must be >= 1"),
-            (self.reconstruction_weight >= 0, "reconstruction_weight must be >= 0"),
-            (self.max_shift >= 0, "max_shift must be >= 0"),
-            (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
-            (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be None or in (0, 1)"),
-            (self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be None or >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{message}, got {self}")
+# TrainConfig (capslib.config) and save_atomic (capslib.checkpoints) are importable from here too.
+__all__ = ["TrainConfig", "fit", "train_step", "total_loss", "save_atomic", "build_parser", "main"]
 
 
 def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstruction_weight: float = 0.0005):
@@ -148,6 +105,10 @@ def train_step(
     Returns:
         ``loss``, ``margin``, ``reconstruction`` (batch means) and ``correct`` (count), detached
         tensors on the batch's device: reading them does not wait for the device.
+
+    Raises:
+        NonFiniteLossError: on the CPU, for a NaN or infinite loss, before the step (which would make
+            every weight NaN). Elsewhere the check would wait for the device: fit does it at read-backs.
     """
     if micro_batch is not None and micro_batch < 1:
         raise ValueError(f"micro_batch must be None or >= 1, got {micro_batch}")
@@ -165,6 +126,9 @@ def train_step(
         with torch.no_grad():
             correct = (output.lengths.argmax(dim=1) == y).sum()
             sums += torch.stack([loss * share, margin * share, recon * share, correct.float()])
+    if reads_are_free(sums) and not torch.isfinite(sums[:3]).all():
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"non-finite loss {sums[0].item()}: the step was skipped, the weights are unchanged")
     optimizer.step()
     loss, margin, recon, correct = sums.unbind()
     return {"loss": loss, "margin": margin, "reconstruction": recon, "correct": correct}
@@ -188,7 +152,11 @@ def fit(
             ``config.dataset`` and splits off the last ``config.val_size`` images to validate.
         config: a :class:`TrainConfig` (never changed: fit works on a copy); keyword
             ``overrides`` replace its fields.
-        resume: continue from ``<out_dir>/last.pt`` if it exists.
+        resume: continue from ``<out_dir>/last.pt`` (a ``FileNotFoundError`` naming it if it is missing).
+
+    SIGINT (Ctrl-C, Jupyter's interrupt) and SIGTERM finish the batch under way, write a mid-epoch
+    checkpoint and raise :class:`capslib.faults.TrainingInterrupted`, a ``KeyboardInterrupt``; a
+    NaN or infinite loss raises :class:`capslib.faults.NonFiniteLossError` and is never saved.
 
     Returns:
         A dict with ``history`` (one dict per epoch), ``best_val_accuracy``, ``best_epoch``,
@@ -198,6 +166,7 @@ def fit(
     config = with_overrides(config, overrides)  # a copy: the caller's config is never changed
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # left by a write that was killed; never a checkpoint
     config, device = set_up_device(config)
     checkpoint = load_last(out_dir) if resume else None
     if checkpoint is not None:
@@ -206,21 +175,26 @@ def fit(
     model = build_model(model, config, checkpoint).to(device)
     data = load_data(train_set, val_set, config, getattr(model, "num_classes", None), device)
     run = start_run(model, config, checkpoint)
+    if checkpoint is not None:
+        print(f"resuming {out_dir / 'last.pt'}: {_position(run, config, len(data.train_x))}", flush=True)
     write_json_atomic(asdict(config), out_dir / "config.json")
     session = open_session(run, config, device)
 
-    while run.epoch < config.epochs:
-        epoch_start = time.monotonic()
-        sums = train_one_epoch(run, data, config, session)
-        if sums is None:  # stop_after_batches stopped it part-way: checkpointed, as if killed
-            break
-        val_accuracy = accuracy(run.eval_model, data.val_x, data.val_y, config.eval_batch_size)
-        record = epoch_record(run, sums, val_accuracy, len(data.val_x), time.monotonic() - epoch_start)
-        end_epoch(run, record, config, session, data.val_x)
-        if session.stopped:
-            break
-
-    session.close()
+    # SIGINT and SIGTERM stop the loop after the batch under way, checkpointed (capslib.faults).
+    with StopSignals() as session.signals, closing(session):
+        while run.epoch < config.epochs:
+            epoch_start = time.monotonic()
+            sums = train_one_epoch(run, data, config, session)
+            if sums is None:  # stopped part-way (stop_after_batches, a signal): checkpointed
+                break
+            val_accuracy = accuracy(run.eval_model, data.val_x, data.val_y, config.eval_batch_size)
+            record = epoch_record(run, sums, val_accuracy, len(data.val_x), time.monotonic() - epoch_start)
+            end_epoch(run, record, config, session, data.val_x)
+            if session.stopped:
+                break
+    if session.signals.received is not None and run.epoch < config.epochs:
+        where = f"stopped at {_position(run, config, len(data.train_x))}; saved {out_dir / 'last.pt'}"
+        raise TrainingInterrupted(session.signals.received, where)
     return {
         "history": run.history,
         "best_val_accuracy": run.best_val_accuracy,
@@ -272,7 +246,7 @@ def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict |
     into it unless resuming (a checkpoint's own weights come later, in :func:`start_run`)."""
     if model is None:
         if checkpoint is not None and "model_config" in checkpoint:
-            model = CapsNet(**checkpoint["model_config"])
+            model = CapsNet(**model_kwargs(checkpoint["model_config"]))
         else:
             model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
     if config.init_from and checkpoint is None:
@@ -290,15 +264,17 @@ class Data(NamedTuple):
 
 
 def load_data(train_set, val_set, config: TrainConfig, num_classes: int | None, device: torch.device) -> Data:
-    """Both sets as tensors (loading ``config.dataset`` when either is None), labels range-checked."""
+    """Both sets as tensors (loading ``config.dataset`` when either is None), images and labels range-checked."""
     if train_set is None or val_set is None:
         train_set, val_set = split_train_val(load_dataset(config.dataset, train=True), config.val_size)
     train_x, train_y = to_tensors(train_set)  # (N, C, H, W), (N,)
     if config.train_limit:
         train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
     val_x, val_y = to_tensors(val_set)  # (N_val, C, H, W), (N_val,)
-    # Every label is checked once, here on the CPU, before any training: a bad one fails now, not
-    # mid-epoch, and the steps need no check of their own (on a GPU each would be a synchronisation).
+    # Every image and label is checked once, here on the CPU, before any training: a bad one fails
+    # now, not mid-epoch, and the steps need no check of their own (on a GPU, a synchronisation each).
+    check_image_range(train_x, name="training set images")
+    check_image_range(val_x, name="validation set images")
     if num_classes is not None:
         check_label_range(train_y, num_classes, name="training set labels")
         check_label_range(val_y, num_classes, name="validation set labels")
@@ -334,10 +310,13 @@ class Session:
     stop_after: int | None  # stop after this many batches of this call (stop_after_batches)
     batches: int = 0  # batches run in this call
     last_save: float = field(default_factory=time.monotonic)  # when last.pt was last written
+    signals: StopSignals | None = None  # SIGINT/SIGTERM received while training
 
     @property
     def stopped(self) -> bool:
-        return self.stop_after is not None and self.batches >= self.stop_after
+        """stop_after_batches reached, or a signal asked to stop."""
+        signalled = self.signals is not None and self.signals.received is not None
+        return signalled or (self.stop_after is not None and self.batches >= self.stop_after)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -370,29 +349,39 @@ def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Se
     )
 
 
+# The progress bar's loss and accuracy refresh this often, and after an epoch's last batch: each
+# refresh reads the sums back from the device (once a second costs a GPU nothing; every step would).
+PROGRESS_SECONDS = 1.0
+
+
 def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Session) -> dict | None:
     """Train epoch ``run.epoch``: all of it, or its rest when resumed mid-epoch.
 
-    Every ``checkpoint_minutes``, and when ``stop_after_batches`` is reached part-way, ``last.pt``
-    saves the run mid-epoch: the epoch's position, its generator and its sums so far.
+    Every ``checkpoint_minutes``, and when ``stop_after_batches`` or a signal stops it part-way,
+    ``last.pt`` saves the run mid-epoch: the epoch's position, its generator and its sums so far.
 
     Returns:
         The epoch's sums (``loss``, ``margin``, ``reconstruction``, ``correct``, ``seen``; the
         losses summed over images), or None if it stopped part-way.
+
+    Raises:
+        NonFiniteLossError: for a NaN or infinite loss, before any checkpoint holds its weights.
     """
     epoch, num_batches = run.epoch, math.ceil(len(data.train_x) / config.batch_size)
     generator = _epoch_generator(config.seed, epoch)
     order = torch.randperm(len(data.train_x), generator=generator)  # (N,)
-    carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0}
     first_batch = run.batch_index
     if first_batch > 0:  # resumed mid-epoch: the same order, and the generator where it stopped
         generator.set_state(run.generator_state)
-        carried.update(run.partial_epoch)
-    # Sums stay on the device (loss, margin, reconstruction, correct): reading them back every
-    # step would stall a GPU. _totals() reads them when they are shown or saved.
-    running = torch.zeros(4, dtype=torch.float64, device=session.device)
-    seen = carried["seen"]
+    sums = EpochSums(run.partial_epoch if first_batch > 0 else {}, session.device)
+    non_finite = functools.partial(non_finite_loss, epoch, config.epochs, num_batches, session.out_dir)
     run.model.train()
+
+    def read() -> dict:  # the sums so far: read back when shown or saved, never every step
+        totals, bad_step = sums.read()
+        if bad_step is not None:
+            raise non_finite(first_batch + bad_step, skipped=False)
+        return totals
 
     bar = tqdm(
         range(first_batch, num_batches),
@@ -402,6 +391,7 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
         disable=not config.progress,
         leave=False,
     )
+    shown_at = -math.inf
     for batch_index in bar:
         idx = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]  # (B,)
         x = data.train_x[idx.to(data.train_x.device)]  # (B, C, H, W)
@@ -409,35 +399,35 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
         if config.max_shift:
             x = random_shift(x, config.max_shift, generator=generator)
         x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
-        stats = session.step(x, y)
+        try:
+            stats = session.step(x, y)
+        except NonFiniteLossError:  # train_step's check on the CPU: the step was not taken
+            raise non_finite(batch_index, skipped=True) from None
         if run.ema is not None:
             run.ema.update_parameters(run.model)
-        loss, margin, recon = stats["loss"], stats["margin"], stats["reconstruction"]
-        with torch.no_grad():
-            step_sums = torch.stack([loss, margin, recon]).double() * len(y)
-            running += torch.cat([step_sums, stats["correct"].double().view(1)])
-        seen += len(y)
+        sums.add(stats, len(y))
         session.batches += 1
 
-        if config.progress and (batch_index % 20 == 0 or batch_index + 1 == num_batches):
-            shown = _totals(carried, running, seen)
-            bar.set_postfix(loss=f"{shown['loss'] / seen:.4f}", acc=f"{shown['correct'] / seen:.4f}")
+        last = batch_index + 1 == num_batches
+        if config.progress and (last or time.monotonic() - shown_at >= PROGRESS_SECONDS):
+            shown, shown_at = read(), time.monotonic()
+            bar.set_postfix(loss=f"{shown['loss'] / shown['seen']:.4f}", acc=f"{shown['correct'] / shown['seen']:.4f}")
         if session.writer is not None and batch_index % 50 == 0:
             step = epoch * num_batches + batch_index
-            session.writer.add_scalar("loss/total", loss.item(), step)
-            session.writer.add_scalar("loss/margin", margin.item(), step)
-            session.writer.add_scalar("loss/reconstruction", recon.item(), step)
+            session.writer.add_scalar("loss/total", stats["loss"].item(), step)
+            session.writer.add_scalar("loss/margin", stats["margin"].item(), step)
+            session.writer.add_scalar("loss/reconstruction", stats["reconstruction"].item(), step)
         due = time.monotonic() - session.last_save > session.save_every
-        if (due or session.stopped) and batch_index + 1 < num_batches:
+        if (due or session.stopped) and not last:
             run.batch_index, run.generator_state = batch_index + 1, generator.get_state()
-            run.partial_epoch = _totals(carried, running, seen)
+            run.partial_epoch = read()
             save_run(run, config, session.out_dir)
             session.last_save = time.monotonic()
             if session.stopped:
                 bar.close()
                 return None
     bar.close()
-    return _totals(carried, running, seen)
+    return read()
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
@@ -491,16 +481,10 @@ def end_epoch(run: RunState, record: dict, config: TrainConfig, session: Session
         print(message, flush=True)
 
 
-def _totals(carried: dict, running: torch.Tensor, seen: int) -> dict:
-    """Epoch sums so far: ``carried`` (from a resumed checkpoint) + ``running`` (on the device)."""
-    loss_sum, margin_sum, recon_sum, correct = running.tolist()
-    return {
-        "loss": carried["loss"] + loss_sum,
-        "margin": carried["margin"] + margin_sum,
-        "reconstruction": carried["reconstruction"] + recon_sum,
-        "correct": carried["correct"] + round(correct),
-        "seen": seen,
-    }
+def _position(run: RunState, config: TrainConfig, num_train: int) -> str:
+    """Where ``run`` continues, for people: "epoch 2/50, 120 of its 430 batches done"."""
+    num_batches = math.ceil(num_train / config.batch_size)
+    return f"epoch {run.epoch + 1}/{config.epochs}, {run.batch_index} of its {num_batches} batches done"
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -529,78 +513,28 @@ def _log_epoch(writer, model: nn.Module, record: dict, val_x: torch.Tensor) -> N
     writer.flush()
 
 
-# ----------------------------------------------------------------------------- command line
-
-# The CLI has one option per TrainConfig field, named after it (out_dir: --out-dir), its help the
-# field's comment. These keep the names the CLI has always had; NO_FLAG fields are set from Python.
-FLAG_NAMES = {"out_dir": "--out", "reconstruction": "--decoder"}  # --decoder / --no-decoder
-NO_FLAG = ("extra",)  # a free-form dict: no sensible command-line form
-CHOICES = {"dataset": tuple(DATASETS)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m capslib.train``: an option per :class:`TrainConfig` field, plus ``--resume``.
-
-    Booleans are ``--x/--no-x`` pairs (``--amp``, ``--no-tensorboard``, ``--no-decoder``); the
-    others take a value of the field's type. Every option's help shows its default.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m capslib.train",
-        description="Train CapsNet (Sabour et al. 2017) on MNIST or Fashion-MNIST; resumable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    defaults, types, comments = TrainConfig(), typing.get_type_hints(TrainConfig), _field_comments(TrainConfig)
-    for f in fields(TrainConfig):
-        if f.name in NO_FLAG:
-            continue
-        flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
-        kind = _flag_type(f.name, types[f.name])
-        help_text = comments.get(f.name, "").replace("%", "%%")  # argparse %-formats help
-        options = dict(dest=f.name, default=getattr(defaults, f.name), help=help_text)
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
-        else:
-            parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), **options)
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig that parsed command-line ``args`` (from :func:`build_parser`) describe."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in NO_FLAG})
-
-
-def _flag_type(name: str, annotation) -> type:
-    """``int`` for ``int`` or ``int | None`` (likewise float, str, bool); a TypeError for others."""
-    kinds = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
-    if len(kinds) != 1 or kinds[0] not in (bool, int, float, str):
-        raise TypeError(f"TrainConfig.{name}: no command-line form for {annotation}; add it to NO_FLAG")
-    return kinds[0]
-
-
-def _field_comments(cls) -> dict[str, str]:
-    """``{field name: the comment after it}`` from the source of the dataclass ``cls``."""
-    try:
-        source = inspect.getsource(cls)
-    except OSError:  # no source (a frozen app): options without help, still working
-        return {}
-    names = {f.name for f in fields(cls)}
-    comments = {}
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        name = token.line.split(":", 1)[0].strip()  # "    epochs: int = 50  # ..." -> "epochs"
-        if token.type == tokenize.COMMENT and name in names:
-            comments[name] = token.string.lstrip("#").strip()
-    return comments
-
-
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    result = fit(config=config_from_args(args), resume=args.resume)
+    try:
+        result = fit(config=config_from_args(args), resume=args.resume)
+    except TrainingInterrupted as stop:  # SIGINT/SIGTERM: one line, not a traceback
+        print(f"{stop}; continue with: {resume_command(argv, args.out_dir)}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_status) from None
     print(
         f"best validation accuracy {result['best_val_accuracy']:.4f} at epoch {result['best_epoch']}; "
         f"checkpoints in {result['out_dir']} (best.pt, last.pt)"
     )
     return result
+
+
+def resume_command(argv: list[str], out_dir: str) -> str:
+    """The command that continues a run started with the options ``argv``: the same options (a
+    resumed run takes its epochs, logging and devices from the command line), ``--out`` and ``--resume``."""
+    options = [arg for arg in argv if arg != "--resume"]
+    if "--out" not in options and not any(arg.startswith("--out=") for arg in options):
+        options += ["--out", out_dir]
+    return shlex.join(["python", "-m", "capslib.train", *options, "--resume"])
 
 
 if __name__ == "__main__":

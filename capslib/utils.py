@@ -1,9 +1,12 @@
-"""Seeds and devices: the two things every notebook's Setup does."""
+"""Seeds and devices: the two things every notebook's Setup does; and writing files atomically."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "eval_mode", "atomic_write", "check_index", "to_numpy"]
+__all__ = [
+    "seed_everything",
+    "get_device",
+    "eval_mode",
+    "atomic_write",
+    "stale_temporaries",
+    "check_index",
+    "to_numpy",
+]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -63,7 +74,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
     """Create ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, then a rename.
 
     A reader (or a crash) never sees half a file: either the old file or the new one. The file
-    gets mode 0644 (``mkstemp`` makes 0600 files) before it appears under its name.
+    gets mode 0644 (``mkstemp`` makes 0600 files) before it appears under its name. If the write
+    fails, the temporary file is removed; a kill can still leave one (see :func:`stale_temporaries`).
+
+    Raises:
+        OSError: ``ENOSPC``, "no space left on <folder>", when the disk is full (the previous file
+            at ``path``, if any, is kept), whatever form the writer's own error took.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,10 +89,37 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path.parent)  # asked before the temporary file frees its space
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+            raise OSError(errno.ENOSPC, f"no space left on {path.parent} (writing {path.name}): {kept}") from err
         raise
     return path
+
+
+# Below this much free space a failed write is taken for a full disk: torch.save reports one as
+# "basic_ios::clear: iostream error" or "file write failed", a RuntimeError without an errno.
+FULL_DISK_BYTES = 16 * 2**20
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, OSError | RuntimeError):
+        return False  # an interrupt, a bug in the writer: not the disk's doing
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def stale_temporaries(folder: str | Path, names: tuple[str, ...], suffix: str = ".tmp") -> list[Path]:
+    """The temporary files that :func:`atomic_write` left in ``folder`` for files named ``names``
+    (``.last.pt.k2j4_x9a.tmp``: a writer killed before its rename), and no other file."""
+    pattern = re.compile("|".join(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}" for name in names))
+    return sorted(p for p in Path(folder).glob(f".*{suffix}") if pattern.fullmatch(p.name))
 
 
 def check_index(name: str, value: int, size: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -171,6 +172,61 @@ def test_interrupted_unpacking_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv(data.DATA_ENV, str(root))
     assert len(data.mnist(train=False)) == 10_000  # and a later call unpacks cleanly
+
+
+def _unpacked(tmp_path, monkeypatch) -> Path:
+    """A private data directory whose cache is unpacked; returns the cache's ``MNIST/raw``."""
+    root = copy_bundled_mnist(tmp_path)
+    monkeypatch.setenv(data.DATA_ENV, str(root))
+    data.mnist(train=False)
+    return root / "cache" / "MNIST" / "raw"
+
+
+def test_truncated_cache_file_is_unpacked_again(tmp_path, monkeypatch, raw_test_images):
+    raw_dir = _unpacked(tmp_path, monkeypatch)
+    victim = raw_dir / "t10k-images-idx3-ubyte"
+    with open(victim, "r+b") as f:
+        f.truncate(1000)
+    with pytest.warns(UserWarning, match=r"t10k-images-idx3-ubyte.*1000 bytes, expected 7840016.*unpacked again"):
+        test = data.mnist(train=False)
+    assert victim.stat().st_size == 16 + 10_000 * 28 * 28
+    images, _ = data.to_tensors(test)
+    assert torch.equal(images[:, 0], torch.from_numpy(raw_test_images.astype(np.float32)) / 255.0)
+
+
+def test_same_size_corruption_of_the_cache_is_found(tmp_path, monkeypatch, raw_test_images):
+    """One changed pixel keeps the size: only the recorded SHA-256 can tell."""
+    raw_dir = _unpacked(tmp_path, monkeypatch)
+    victim = raw_dir / "t10k-images-idx3-ubyte"
+    offset = 16 + 5 * 28 * 28 + 14 * 28 + 14  # the middle pixel of test image 5
+    with open(victim, "r+b") as f:
+        f.seek(offset)
+        pixel = f.read(1)
+        f.seek(offset)
+        f.write(bytes([pixel[0] ^ 0xFF]))
+    with pytest.warns(UserWarning, match=r"t10k-images-idx3-ubyte.*SHA-256.*unpacked again"):
+        test = data.mnist(train=False)
+    assert torch.equal(test[5][0][0], torch.from_numpy(raw_test_images[5].astype(np.float32)) / 255.0)
+
+
+def test_cache_without_a_record_is_unpacked_again_quietly(tmp_path, monkeypatch, recwarn):
+    """A cache unpacked by an older capslib has no record of its checksums: it is redone once."""
+    raw_dir = _unpacked(tmp_path, monkeypatch)
+    record = raw_dir.parent / data.UNPACKED_RECORD
+    assert sorted(json.loads(record.read_text())["files"]) == sorted(data.IDX_FILES)
+    record.unlink()
+    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"not an IDX file")
+    assert len(data.mnist(train=False)) == 10_000
+    assert record.exists() and not [w for w in recwarn.list if issubclass(w.category, UserWarning)]
+
+
+def test_corrupt_cache_with_a_corrupt_source_raises(tmp_path, monkeypatch):
+    raw_dir = _unpacked(tmp_path, monkeypatch)
+    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    gz = raw_dir.parents[2] / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-10])
+    with pytest.raises(data.CorruptDataError, match="t10k-labels-idx1-ubyte.gz"), pytest.warns(UserWarning):
+        data.mnist(train=False)
 
 
 def test_explicit_root_without_files_raises(tmp_path):

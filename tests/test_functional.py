@@ -217,3 +217,58 @@ def test_reconstruction_loss_shape_mismatch():
         reconstruction_loss(torch.zeros(2, 1, 28, 28), torch.zeros(2, 784))
     with pytest.raises(ValueError):
         reconstruction_loss(torch.zeros(3, 1, 28, 28), torch.zeros(2, 1, 28, 28))
+
+
+# --- empty batches --------------------------------------------------------------------------------
+
+
+def test_losses_of_an_empty_batch_raise():
+    """A mean over no examples is undefined: a ValueError, not a NaN that reaches the weights."""
+    with pytest.raises(ValueError, match="no examples"):
+        margin_loss(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="no examples"):
+        reconstruction_loss(torch.zeros(0, 1, 28, 28), torch.zeros(0, 1, 28, 28))
+
+
+# --- image range ----------------------------------------------------------------------------------
+
+
+def test_image_range_accepts_zero_to_one_with_float_rounding():
+    from capslib.functional import check_image_range
+
+    check_image_range(torch.tensor([0.0, 0.5, 1.0]))
+    check_image_range(torch.tensor([-1e-7, 1.0 + 1e-7]))  # rounding of x / 255 and friends
+    check_image_range(torch.tensor([0.0, 1.0], dtype=torch.float16))
+    check_image_range(torch.zeros(0, 1, 28, 28))  # nothing to check
+
+
+@pytest.mark.parametrize(
+    "images, expected",
+    [
+        (torch.tensor([0.0, 17.0, 255.0]), r"got values from 0 to 255.*divide by 255"),
+        (
+            (torch.tensor([0.0, 0.5, 1.0]) - 0.1307) / 0.3081,
+            r"got values from -0.424 to 2.82.*standard-normalised MNIST.*capslib normalises nothing",
+        ),
+        (torch.tensor([-1.0, 0.0, 1.0]), r"got values from -1 to 1.*\(x \+ 1\) / 2"),
+        (torch.tensor([0.0, 1.5]), r"got values from 0 to 1.5"),
+    ],
+    ids=["0-255", "standardised-mnist", "minus-one-to-one", "just-above"],
+)
+def test_image_range_says_what_came_and_how_to_fix_it(images, expected):
+    from capslib.functional import check_image_range
+
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\], " + expected):
+        check_image_range(images)
+
+
+def test_image_range_counts_non_finite_values():
+    from capslib.functional import check_image_range
+
+    images = torch.rand(4, 1, 5, 5)
+    images[0, 0, 0, :3] = float("nan")
+    images[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"test images must be finite, got 4 non-finite values \(3 NaN, 1 infinite\)"):
+        check_image_range(images, name="test images")
+    with pytest.raises(ValueError, match=r"floating-point.*x.float\(\) / 255"):
+        check_image_range(torch.zeros(2, 3, dtype=torch.uint8))

@@ -192,3 +192,14 @@ def test_fused_under_autocast_routes_in_float32():
         v, c = routed_capsules(u, weight, 3)
     assert v.dtype == c.dtype == torch.float32
     torch.testing.assert_close(v, expected)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_empty_batch_routes_to_empty_outputs(iterations):
+    """B = 0 gives what the reference gives, empty tensors of the right shapes, and zero gradients."""
+    u, weight = _inputs(batch=0)
+    v, c = routed_capsules(u, weight, iterations)
+    v_ref, c_ref = _reference(u, weight, iterations)
+    assert v.shape == v_ref.shape == (0, 4, 5) and c.shape == c_ref.shape == (0, 20, 4)
+    (v.sum() + c.sum()).backward()
+    assert torch.equal(weight.grad, torch.zeros_like(weight)) and u.grad.shape == (0, 20, 6)

@@ -223,6 +223,94 @@ def test_bad_images_raise(eval_model, x):
         eval_model(x)
 
 
+def test_integer_images_say_how_to_convert(eval_model):
+    with pytest.raises(ValueError, match=r"floating point.*x.float\(\) / 255"):
+        eval_model(torch.full((2, 1, 28, 28), 255, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize(
+    "transform, expected",
+    [
+        (lambda x: x * 255, r"got values from 0 to 255: .*divide by 255"),
+        (lambda x: (x - 0.1307) / 0.3081, r"standard-normalised MNIST.*capslib normalises nothing"),
+    ],
+    ids=["0-255", "standardised"],
+)
+def test_images_outside_zero_one_raise(eval_model, transform, expected):
+    """The two usual mistakes run without error but lose accuracy: refuse them, saying the fix."""
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    images[0, 0, 0, :2] = torch.tensor([0.0, 1.0])  # the full range, as in a real digit
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\].*" + expected):
+        eval_model(transform(images))
+
+
+def test_non_finite_images_raise(eval_model, images):
+    broken = images.clone()
+    broken[1, 0, 3, 4] = float("nan")
+    broken[2, 0, 0, 0] = float("-inf")
+    with pytest.raises(ValueError, match=r"images must be finite, got 2 non-finite values \(1 NaN, 1 infinite\)"):
+        eval_model(broken)
+
+
+def test_image_values_are_checked_on_the_cpu_only(eval_model):
+    """Off the CPU a value check would read the batch back every step: only dtype and shape there."""
+    eval_model.check_images(torch.empty(2, 1, 28, 28, device="meta"))  # values unreadable, none read
+    with pytest.raises(ValueError, match="shape"):
+        eval_model.check_images(torch.empty(2, 1, 27, 28, device="meta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_float_images_of_any_precision_are_cast_to_the_model(eval_model, images, dtype):
+    given = images.to(dtype)
+    with torch.no_grad():
+        got = eval_model(given)
+        expected = eval_model(given.float())  # what the cast makes of them
+    assert got.lengths.dtype == torch.float32
+    assert torch.equal(got.lengths, expected.lengths)
+    assert torch.equal(got.reconstructions, expected.reconstructions)
+
+
+def test_float32_images_into_a_double_model(images):
+    model = make_model(conv_channels=16, num_types=4, in_dim=6, out_dim=7).double().eval()
+    with torch.no_grad():
+        got = model(images)
+        expected = model(images.double())
+    assert got.lengths.dtype == torch.float64
+    assert torch.equal(got.lengths, expected.lengths)
+
+
+def test_autocast_still_decides_the_convolution_dtype(eval_model, images):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = eval_model(images.double())
+        expected = eval_model(images)
+    torch.testing.assert_close(got.lengths, expected.lengths, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused", "auto"])
+@pytest.mark.parametrize("return_trace", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("reconstruction", [True, False])
+def test_empty_batch_gives_empty_outputs(implementation, return_trace, training, reconstruction):
+    """B = 0 is one behaviour on every path: empty outputs of the right shapes, never an error."""
+    small = dict(conv_channels=16, num_types=4, in_dim=6, out_dim=7)
+    model = make_model(routing_implementation=implementation, reconstruction=reconstruction, **small).train(training)
+    x = torch.zeros(0, 1, 28, 28)
+    y = torch.zeros(0, dtype=torch.long) if training else None
+    out = model(x, y, return_trace=return_trace)
+    num_in = 4 * 6 * 6
+    assert out.lengths.shape == (0, 10) and out.poses.shape == (0, 10, 7)
+    assert out.coupling.shape == (0, num_in, 10) and out.predictions.shape == (0,)
+    assert out.reconstructions is None if not reconstruction else out.reconstructions.shape == (0, 1, 28, 28)
+    if return_trace:
+        assert len(out.trace) == 3 and out.u_hat.shape == (0, num_in, 10, 7)
+        assert [step.c.shape for step in out.trace] == [(0, num_in, 10)] * 3
+    else:
+        assert out.trace is None
+    if training:  # and the backward pass of nothing runs, giving zero gradients
+        (out.lengths.sum() + (0 if out.reconstructions is None else out.reconstructions.sum())).backward()
+        assert torch.equal(model.digit_caps.weight.grad, torch.zeros_like(model.digit_caps.weight))
+
+
 @pytest.mark.parametrize(
     "labels",
     [torch.tensor([0, 10, 1]), torch.tensor([-1, 0, 1]), torch.tensor([0, 1]), torch.tensor([0.0, 1.0, 2.0])],

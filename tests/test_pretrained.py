@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import capslib
+from capslib.checkpoints import initial_weights, load_last
 from capslib.evaluate import TEST_SLICE, evaluate
 from capslib.pretrained import model_card, pretrained_dir
 
@@ -123,3 +128,170 @@ def test_checkpoint_with_the_older_argument_names_loads(tmp_path):
     assert (loaded.primary_caps.num_types, loaded.primary_caps.in_dim, loaded.digit_caps.out_dim) == (4, 6, 7)
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(loaded(x).lengths, model.eval()(x).lengths)
+
+
+# --- checkpoint files that are not what capslib expects ---------------------------------------------
+
+
+class Unwanted:
+    """Pickled into a "checkpoint": loading it would import and build this class (run code)."""
+
+
+def write_bad_file(path: Path, kind: str) -> Path:
+    """A file at ``path`` that capslib must refuse: cut short, noise, or pickled objects."""
+    if kind == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:700])
+    elif kind == "random bytes":
+        path.write_bytes(random.Random(0).randbytes(5000))
+    elif kind == "pickled object":
+        torch.save(Unwanted(), path)
+    else:  # a pickle that would call a function when loaded
+        path.write_bytes(pickle.dumps(os.system))
+    return path
+
+
+BAD_FILES = ["truncated", "random bytes", "pickled object", "pickled function"]
+
+
+def _pretrained_copy(folder: Path) -> Path:
+    """Where load_pretrained looks for the weights once CAPSNET_DATA is ``folder`` (the card copied there)."""
+    (folder / "pretrained").mkdir()
+    (folder / "pretrained" / "capsnet_mnist.json").write_text((pretrained_dir() / "capsnet_mnist.json").read_text())
+    return folder / "pretrained" / "capsnet_mnist.pt"
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize("loader", ["load_checkpoint", "load_pretrained", "load_last", "initial_weights"])
+def test_a_bad_checkpoint_file_gives_a_value_error_naming_it(tmp_path, monkeypatch, loader, kind):
+    """Truncated, noise or pickled code: a ValueError that names the file and what was expected,
+    not PyTorch's unpickling message (pickled objects are never loaded: that could run code)."""
+    if loader == "load_pretrained":
+        path = write_bad_file(_pretrained_copy(tmp_path), kind)
+        monkeypatch.setenv("CAPSNET_DATA", str(tmp_path))
+        load = lambda: capslib.load_pretrained(device="cpu")  # noqa: E731
+    elif loader == "load_last":
+        path = write_bad_file(tmp_path / "last.pt", kind)
+        load = lambda: load_last(tmp_path)  # noqa: E731
+    else:
+        path = write_bad_file(tmp_path / "best.pt", kind)
+        load = {
+            "load_checkpoint": lambda: capslib.load_checkpoint(path, device="cpu"),
+            "initial_weights": lambda: initial_weights(str(path)),
+        }[loader]
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is not .*expected .*") as error:
+        load()
+    message = str(error.value)
+    assert len(message) < 400 and "Weights only load failed" not in message, message
+    if kind == "pickled object":
+        assert "Unwanted" in message and "code" in message, message
+
+
+def test_a_checkpoint_of_the_wrong_content_is_refused_naming_it(tmp_path):
+    """Readable, but not what the loader needs: a state dict where a training checkpoint belongs."""
+    torch.save({"w": torch.zeros(3)}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'last.pt'))} .*training checkpoint.*'optimizer'"):
+        load_last(tmp_path)
+    torch.save([torch.zeros(3)], tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights\.pt .*state dict"):
+        initial_weights(str(tmp_path / "weights.pt"))
+
+
+# --- what evaluate refuses, and where its CLI writes ------------------------------------------------
+
+
+class _MustNotRun(torch.nn.Module):
+    """A model whose forward fails the test: the data must be refused before any inference."""
+
+    num_classes = 10
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        raise AssertionError("evaluate ran the model on data it should have refused")
+
+
+@pytest.mark.parametrize(
+    "images, expected",
+    [
+        (torch.full((4, 1, 28, 28), 255.0), r"got values from 255 to 255: .*divide by 255"),
+        (torch.full((4, 1, 28, 28), -0.4242), r"standard-normalised MNIST"),
+        (torch.full((4, 1, 28, 28), float("nan")), r"must be finite, got 3136 non-finite values"),
+    ],
+    ids=["0-255", "standardised", "nan"],
+)
+def test_evaluate_refuses_images_outside_zero_one_once_on_the_cpu(images, expected):
+    dataset = TensorDataset(images, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=expected):
+        evaluate(_MustNotRun(), dataset, progress=False)
+
+
+def test_evaluate_refuses_labels_out_of_range_and_empty_data():
+    dataset = TensorDataset(torch.zeros(2, 1, 28, 28), torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\), got values from 0 to 10"):
+        evaluate(_MustNotRun(), dataset, progress=False)
+    empty = TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="no images"):
+        evaluate(_MustNotRun(), empty, progress=False)
+
+
+def _fake_evaluation(*args, **kwargs):
+    from capslib.evaluate import Evaluation
+
+    confusion = torch.eye(10, dtype=torch.long) * 5
+    labels = torch.arange(10).repeat_interleave(5)
+    return Evaluation(
+        accuracy=1.0,
+        errors=0,
+        total=50,
+        per_class_accuracy=torch.ones(10),
+        confusion=confusion,
+        predictions=labels,
+        labels=labels,
+        lengths=torch.nn.functional.one_hot(labels, 10).float(),
+    )
+
+
+@pytest.fixture
+def fast_cli(monkeypatch, tmp_path):
+    """The CLI with a stand-in for the 10,000-image evaluation, run from an empty working directory."""
+    import capslib.evaluate
+    import capslib.pretrained
+
+    monkeypatch.setattr(capslib.evaluate, "evaluate", _fake_evaluation)
+    monkeypatch.setattr(capslib.pretrained, "load_pretrained", lambda device=None: torch.nn.Linear(1, 1))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return capslib.evaluate.main, work
+
+
+def test_evaluate_cli_pretrained_writes_into_runs_evaluate_not_the_working_directory(fast_cli):
+    main, work = fast_cli
+    main(["pretrained", "--device", "cpu"])
+    assert not (work / "confusion_matrix.png").exists()
+    written = [p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()]
+    assert written == ["runs/evaluate/capsnet_mnist_confusion.png"]
+
+
+def test_evaluate_cli_out_folder(fast_cli, tmp_path):
+    main, work = fast_cli
+    main(["pretrained", "--device", "cpu", "--out", str(tmp_path / "results")])
+    assert (tmp_path / "results" / "capsnet_mnist_confusion.png").stat().st_size > 1000
+    assert not any(work.iterdir())
+
+
+def test_evaluate_cli_checkpoint_figure_beside_it_or_in_out(fast_cli, tmp_path):
+    main, work = fast_cli
+    torch.manual_seed(0)
+    model = capslib.CapsNet(conv_channels=4, num_types=2, in_dim=4, out_dim=4, reconstruction=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "model_config": model.config}, run / "best.pt")
+    main([str(run), "--device", "cpu"])
+    assert (run / "best_confusion.png").exists()
+    main([str(run / "best.pt"), "--device", "cpu", "--out", str(tmp_path / "elsewhere")])
+    assert (tmp_path / "elsewhere" / "best_confusion.png").exists()
+    assert not any(work.iterdir())

@@ -313,3 +313,11 @@ def test_no_python_loop_over_examples_or_capsules():
     assert small > 0
     assert count_torch_calls(make_u_hat(4, 30, 7, 3), iterations=3) == small
     assert count_torch_calls(make_u_hat(1, 2, 2, 3), iterations=5) > small
+
+
+@pytest.mark.parametrize("return_trace", [False, True])
+def test_empty_batch_routes_to_empty_outputs(return_trace):
+    u_hat = torch.zeros(0, 6, 3, 4, dtype=torch.float64)
+    routed = dynamic_routing(u_hat, iterations=3, return_trace=return_trace)
+    v, c = (routed.v, routed.c) if return_trace else routed
+    assert v.shape == (0, 3, 4) and c.shape == (0, 6, 3)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import errno
+import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +22,7 @@ from torch.utils.data import Subset, TensorDataset
 import capslib
 import capslib.train as train
 from capslib.data import mnist
+from capslib.faults import TrainingInterrupted
 from capslib.functional import margin_loss
 from capslib.train import TrainConfig, build_parser, config_from_args, fit, save_atomic
 from capslib.utils import eval_mode
@@ -352,6 +358,17 @@ def test_a_bad_label_fails_before_any_step(tiny_data, tmp_path, monkeypatch, bad
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("bad_set", ["training", "validation"])
+def test_images_outside_zero_one_fail_before_any_step(tiny_data, tmp_path, monkeypatch, bad_set):
+    """Pixels in 0-255 train without an error but lose accuracy: fit refuses them up front."""
+    steps = count_steps(monkeypatch)
+    bad = TensorDataset(torch.rand(30, 1, 28, 28) * 255, torch.zeros(30, dtype=torch.long))
+    train_set, val_set = (bad, tiny_data[1]) if bad_set == "training" else (tiny_data[0], bad)
+    with pytest.raises(ValueError, match=rf"{bad_set} set images .*divide by 255"):
+        fit(tiny_model(), train_set, val_set, tiny_config(tmp_path / "run"))
+    assert steps == []
+
+
 def test_fit_never_changes_the_callers_config(tiny_data, tmp_path):
     """Overrides, the threads fit records and a resumed run's own settings all go into fit's copy."""
     config = tiny_config(tmp_path, threads=None, stop_after_batches=2)
@@ -362,6 +379,262 @@ def test_fit_never_changes_the_callers_config(tiny_data, tmp_path):
     assert config == before
     saved = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
     assert (saved["epochs"], saved["seed"], saved["threads"]) == (2, 7, torch.get_num_threads())
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def poison_loss(monkeypatch, at_step: int, before: dict | None = None) -> None:
+    """Make the loss of fit's training step ``at_step`` (0-based, over the whole call) NaN, as NaN
+    pixels would; ``before`` receives the model's weights just before that step."""
+    calls, total = [], train.total_loss
+
+    def poisoned(output, images, labels, *args, **kwargs):
+        loss, margin, recon = total(output, images, labels, *args, **kwargs)
+        calls.append(len(labels))
+        if len(calls) == at_step + 1:
+            loss = loss * float("nan")
+        return loss, margin, recon
+
+    monkeypatch.setattr(train, "total_loss", poisoned)
+
+
+def all_finite(tensors: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+
+def test_a_non_finite_loss_stops_before_the_step_on_the_cpu(tiny_data, tmp_path, monkeypatch):
+    """On the CPU the loss is checked before the optimizer step (reading it costs nothing there):
+    the step is not taken, the weights and last.pt stay good, and the error says where."""
+    torch.manual_seed(7)
+    model = tiny_model()
+    fit(model, *tiny_data, tiny_config(tmp_path, epochs=1))  # 6 batches an epoch
+    before_last = (tmp_path / "last.pt").read_bytes()
+    weights = state(model)
+    poison_loss(monkeypatch, at_step=2)  # the third batch of epoch 2
+    steps = count_steps(monkeypatch)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .*epoch 2/2, batch 3 of 6 \(TensorBoard step 8\)"):
+        fit(model, *tiny_data, tiny_config(tmp_path, epochs=2), resume=True)
+    assert len(steps) == 3
+    assert (tmp_path / "last.pt").read_bytes() == before_last  # the last good checkpoint, untouched
+    after = state(model)
+    assert all_finite(after)
+    assert any(not torch.equal(after[k], weights[k]) for k in weights)  # batches 1 and 2 did train
+
+
+@pytest.mark.parametrize("checkpoint_minutes", [1e-9, 10.0], ids=["checkpoint-every-batch", "epoch-end"])
+def test_a_non_finite_loss_never_reaches_a_checkpoint_where_reads_cost_a_sync(
+    tiny_data, tmp_path, monkeypatch, checkpoint_minutes
+):
+    """Where reading the loss back would stall the device (a GPU), the step runs and a device-side
+    flag records the first non-finite loss; it is read where the sums already are (checkpoints,
+    epoch ends, the progress bar), before anything is saved."""
+    monkeypatch.setattr(train, "reads_are_free", lambda tensor: False, raising=False)  # as on a GPU
+    torch.manual_seed(7)
+    poison_loss(monkeypatch, at_step=8)  # epoch 2, batch 3
+    config = tiny_config(tmp_path, checkpoint_minutes=checkpoint_minutes)
+    with pytest.raises(FloatingPointError, match=r"epoch 2/2, batch 3 of 6 \(TensorBoard step 8\)"):
+        fit(tiny_model(), *tiny_data, config)
+    last, best = (torch.load(tmp_path / name, weights_only=True) for name in ("last.pt", "best.pt"))
+    assert (last["epoch"], last["batch_index"]) == ((1, 2) if checkpoint_minutes < 1 else (1, 0))
+    assert all_finite(last["model"]) and all_finite(best["model"])
+
+
+def test_ctrl_c_in_fit_checkpoints_reraises_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
+    """In a notebook: Jupyter's interrupt (SIGINT) finishes the batch, writes a mid-epoch checkpoint
+    like the periodic ones and raises KeyboardInterrupt; resuming gives the uninterrupted run."""
+    torch.manual_seed(7)
+    straight = fit(tiny_model(), *tiny_data, tiny_config(tmp_path / "straight"))
+
+    steps, step = [], train.train_step
+
+    def interrupted_step(*args, **kwargs):
+        steps.append(None)
+        if len(steps) == 8:  # epoch 2, batch 2
+            signal.raise_signal(signal.SIGINT)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", interrupted_step)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "interrupted"
+    torch.manual_seed(7)
+    with pytest.raises(KeyboardInterrupt, match=r"SIGINT.*epoch 2/2, 2 of its 6 batches done") as stop:
+        fit(tiny_model(), *tiny_data, tiny_config(out))
+    assert isinstance(stop.value, TrainingInterrupted) and stop.value.exit_status == 130
+    assert len(steps) == 8  # the step under way when the signal came was finished, no other
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch_index"]) == (1, 2)
+    assert signal.getsignal(signal.SIGINT) is handler  # fit put the handler back
+    monkeypatch.undo()
+
+    resumed = fit(None, *tiny_data, tiny_config(out), resume=True)
+    expected, actual = state(straight["model"]), state(resumed["model"])
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in straight["history"]]
+
+
+# A small run of `python -m capslib.train` for the signal tests: the tiny model, and each step
+# announced on stdout (and slowed down by STEP_SECONDS) so the test knows when training is under way.
+CHILD = """
+import os, time
+import capslib, capslib.train as train
+tiny = dict(conv_channels=16, num_types=4, in_dim=8, out_dim=8)
+train.CapsNet = lambda **kwargs: capslib.CapsNet(**{**tiny, **kwargs})
+step, pause = train.train_step, float(os.environ.get("STEP_SECONDS", "0"))
+def announced_step(*args, **kwargs):
+    print("step", flush=True)
+    time.sleep(pause)
+    return step(*args, **kwargs)
+train.train_step = announced_step
+train.main()
+"""
+SMALL_RUN = "--epochs 2 --batch-size 20 --train-limit 200 --val-size 100 --seed 3 --threads 1 --device cpu"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_cli_saves_says_how_to_resume_and_exits(tmp_path, monkeypatch, signum):
+    """SIGINT/SIGTERM during `python -m capslib.train`: a checkpoint, one line with the command that
+    resumes, exit status 128 + the signal; (SIGINT) that command completes the run exactly."""
+    out = tmp_path / "run"
+    args = [*SMALL_RUN.split(), "--no-progress", "--no-tensorboard", "--out", str(out)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args],
+        cwd=REPO,
+        env={**os.environ, "STEP_SECONDS": "0.2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = [child.stdout.readline() for _ in range(3)]  # three steps under way
+    assert started == ["step\n"] * 3, child.communicate(timeout=60)
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if "--resume" in line]
+    assert len(said) == 1, stderr
+    command = shlex.split(said[0].split("continue with: ", 1)[1])
+    assert command[:3] == ["python", "-m", "capslib.train"] and command[-1] == "--resume"
+    assert command[command.index("--out") + 1] == str(out) and "--epochs" in command
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 0 and 3 <= checkpoint["batch_index"] < 10, said  # mid-epoch, after batch 3
+    if signum != signal.SIGINT:
+        return
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *command[3:]], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {out / 'last.pt'}: epoch 1/2, {checkpoint['batch_index']} of its 10 batches done" in done.stdout
+
+    tiny = dict(conv_channels=16, num_types=4, in_dim=8, out_dim=8)
+    monkeypatch.setattr(train, "CapsNet", lambda **kwargs: capslib.CapsNet(**{**tiny, **kwargs}))
+    straight_args = [*args[:-1], str(tmp_path / "straight")]
+    straight = fit(config=config_from_args(build_parser().parse_args(straight_args)))
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    assert (resumed["epoch"], resumed["batch_index"]) == (2, 0)
+    for key, value in straight["model"].state_dict().items():
+        assert torch.equal(resumed["model"][key], value), key
+
+
+def test_resume_says_where_it_continues(tiny_data, tmp_path, capsys):
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, stop_after_batches=4))
+    capsys.readouterr()
+    fit(None, *tiny_data, tiny_config(tmp_path, stop_after_batches=1), resume=True)
+    assert f"resuming {tmp_path / 'last.pt'}: epoch 1/2, 4 of its 6 batches done" in capsys.readouterr().out
+
+
+def test_resume_without_a_checkpoint_names_the_path(tiny_data, tmp_path):
+    """A typo in --out must not silently start a new run."""
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "typo" / "last.pt"))):
+        fit(tiny_model(), *tiny_data, tiny_config(tmp_path / "typo"), resume=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
+    torch.manual_seed(7)
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, epochs=1))
+    before = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "best.pt")}
+
+    def full_disk(obj, path):
+        Path(path).write_bytes(b"the part that fitted")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"no space left on {re.escape(str(tmp_path))}") as error:
+        fit(None, *tiny_data, tiny_config(tmp_path, epochs=2), resume=True)
+    assert error.value.errno == errno.ENOSPC
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "config.json", "history.json", "last.pt"]
+
+
+@pytest.mark.parametrize("free_bytes, full", [(0, True), (50 * 2**30, False)])
+def test_save_atomic_recognises_a_full_disk_behind_torchs_write_errors(tmp_path, monkeypatch, free_bytes, full):
+    """torch.save reports a full disk as "basic_ios::clear: iostream error", without an errno: the
+    free space decides; with space left the error is passed on as it came."""
+
+    def failing(obj, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(torch, "save", failing)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, free_bytes))
+    expected = (OSError, f"no space left on {re.escape(str(tmp_path))}") if full else (RuntimeError, "iostream")
+    with pytest.raises(expected[0], match=expected[1]):
+        save_atomic({"a": torch.ones(3)}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_at_start(tiny_data, tmp_path):
+    ours = [".best.pt.k2j4_x9a.tmp", ".last.pt.0abcdefg.tmp", ".history.json.zz11yy22.tmp"]
+    theirs = [".notes.tmp", "best.pt.tmp", ".best.pt.backup", "mine.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_bytes(b"x")
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, stop_after_batches=1))
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not left & set(ours)
+    assert set(theirs) <= left
+
+
+def test_the_progress_bar_shows_loss_and_accuracy_without_waiting_for_20_batches(tiny_data, tmp_path, monkeypatch):
+    """Shown about every PROGRESS_SECONDS (one read-back each, never one per step): with steps that
+    take longer than that, every batch of a short run updates it (before: batches 0 and 5 only)."""
+    shown = []
+
+    class RecordingBar(train.tqdm):
+        def set_postfix(self, *args, **kwargs):
+            shown.append(kwargs)
+            return super().set_postfix(*args, **kwargs)
+
+    step = train.train_step
+
+    def slow_step(*args, **kwargs):
+        result = step(*args, **kwargs)
+        train.time.sleep(0.06)
+        return result
+
+    monkeypatch.setattr(train, "tqdm", RecordingBar)
+    monkeypatch.setattr(train, "train_step", slow_step)
+    monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.05, raising=False)
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, epochs=1, progress=True))
+    assert len(shown) == 6 and {"loss", "acc"} <= set(shown[0])
+
+
+def test_best_pt_holds_what_shipping_needs_and_last_pt_what_resuming_needs(tiny_data, tmp_path):
+    """Only last.pt resumes: best.pt leaves out the optimizer state (two thirds of a checkpoint)."""
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, epochs=1, ema_decay=0.5))
+    last, best = (torch.load(tmp_path / name, weights_only=True) for name in ("last.pt", "best.pt"))
+    assert {"optimizer", "scheduler", "train_model", "ema_n_averaged"} <= set(last)
+    assert not {"optimizer", "scheduler", "train_model", "ema_n_averaged", "generator_state"} & set(best)
+    for key in ("model", "model_config", "config", "history", "best_val_accuracy", "best_epoch", "elapsed_seconds"):
+        assert key in best, key
+    assert (tmp_path / "best.pt").stat().st_size < 0.5 * (tmp_path / "last.pt").stat().st_size
+    capslib.load_checkpoint(tmp_path / "best.pt", device="cpu")
+
+
+def test_help_says_how_big_a_checkpoint_is():
+    help_text = " ".join(build_parser().format_help().split())
+    assert "100 MB" in help_text and "optimizer" in help_text
 
 
 # ----------------------------------------------------------------------------- command line
@@ -453,3 +726,12 @@ def test_every_command_line_of_the_training_script_parses():
         expanded = re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], run)
         args = build_parser().parse_args([*expanded.split(), "--out", "r/x", "--no-progress", "--threads", "4"])
         assert config_from_args(args).seed == int(re.search(r"--seed (\d+)", expanded)[1]), run
+
+
+def test_readme_says_what_a_fault_costs():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    assert text.index("## Reliability") < text.index("## Data")
+    for promise in ("--resume", "checkpoint_minutes", "Ctrl-C", "SIGTERM", "no space left", "[0, 1]"):
+        assert promise in section, promise
+    assert 5 <= len(section.strip().splitlines()) <= 10

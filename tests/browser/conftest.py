@@ -257,11 +257,13 @@ def browser(request):
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir() -> Path:
-    """``$CAPSNET_SCREENSHOTS`` if set, else a new temporary folder (printed at the end of the run)."""
+def screenshot_dir(tmp_path_factory) -> Path:
+    """``$CAPSNET_SCREENSHOTS`` if set (scripts/readme_screenshots.sh sets it), else ``screenshots``
+    under pytest's base temporary folder, which pytest itself prunes to its last 3 runs: there to
+    look at after a run (the folder is printed at its end), never left behind for good."""
     global _screenshot_dir
     chosen = os.environ.get(SCREENSHOTS_ENV)
-    path = Path(chosen).resolve() if chosen else Path(tempfile.mkdtemp(prefix="capsnet-screenshots-"))
+    path = Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots", numbered=False)
     path.mkdir(parents=True, exist_ok=True)
     _screenshot_dir = path
     return path

@@ -16,6 +16,7 @@ screenshots from it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_ALL_TIMEOUT = 300  # seconds for Run All Cells of one fast-mode notebook on a busy 2-core machine
 SETTLE_TIMEOUT = 60  # seconds for one slider move to be redrawn
 QUIET = 1.5  # seconds the kernel must stay idle and the figure unchanged to count as settled
+SCREENSHOTS_ENV = "CAPSNET_SCREENSHOTS"  # as in conftest.py: a folder to keep the screenshots in
 VIEWPORT = {"width": 1400, "height": 1000}
 
 # The slider each notebook's test moves (by its description) and where along its track the drag
@@ -279,3 +281,14 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
     finally:
         context.close()
         lab.shutdown_kernels()  # frees the CPU and memory for the next notebook
+
+
+def test_screenshots_stay_in_pytests_own_temporary_folder(screenshot_dir, tmp_path_factory):
+    """Unless $CAPSNET_SCREENSHOTS names a folder (scripts/readme_screenshots.sh does), the
+    screenshots go under pytest's base temporary folder, which pytest prunes to its last 3 runs,
+    never into a /tmp folder of their own that nothing removes."""
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    if chosen:
+        assert screenshot_dir == Path(chosen).resolve()
+    else:
+        assert tmp_path_factory.getbasetemp() in screenshot_dir.parents, screenshot_dir

@@ -329,11 +329,13 @@ def plot_margin_loss(m_plus: float = 0.9, m_minus: float = 0.1, lambda_: float =
 
 
 def plot_loss_comparison(m_plus: float = 0.9):
-    """Margin loss vs cross-entropy: loss and gradient against the true class's score.
+    """Margin loss vs cross-entropy for the true class: the loss, and the gradient the network receives.
 
-    For cross-entropy the score is the softmax probability ``p`` of the true class (loss
-    ``-log p``); for the margin loss it is the capsule length ``|v|`` (loss ``max(0, m+ - |v|)^2``).
-    Returns the figure.
+    Both panels share one x axis, the true class's score: the softmax probability ``p`` for
+    cross-entropy (loss ``-log p``), the capsule length ``|v|`` for the margin loss (loss
+    ``max(0, m+ - |v|)^2``). The gradient is taken with respect to what each loss is fed: the
+    logit ``z`` of the true class for cross-entropy (``d(-log p)/dz = p - 1``), the length
+    ``|v|`` for the margin loss (``-2 max(0, m+ - |v|)``). Returns the figure.
     """
     score = np.linspace(0.005, 1.0, 400)
     margin = np.clip(m_plus - score, 0.0, None) ** 2
@@ -347,14 +349,15 @@ def plot_loss_comparison(m_plus: float = 0.9):
     ax0.set_ylabel("loss")
     ax0.set_title("Loss: cross-entropy is 0 only at p = 1")
     ax0.legend(fontsize=8)
-    ax1.plot(score, -1.0 / score, color="tab:purple", lw=2, label="d(-log p)/dp = -1/p")
-    ax1.plot(score, margin_grad, color="tab:green", lw=2, label="d margin / d|v|")
+    ax1.plot(score, score - 1.0, color="tab:purple", lw=2, label="cross-entropy: d(-log p)/dz = p - 1 (z: logit)")
+    ax1.plot(score, margin_grad, color="tab:green", lw=2, label="margin: d loss/d|v| = -2 max(0, m+ - |v|)")
+    ax1.axvline(m_plus, color="tab:green", ls="--", lw=1)
     ax1.axhline(0.0, color="k", lw=0.6)
-    ax1.set_ylim(-5.0, 0.5)
-    ax1.set_xlabel("score of the true class")
-    ax1.set_ylabel("gradient")
-    ax1.set_title("Gradient: the margin loss stops pushing at m+")
-    ax1.legend(fontsize=8)
+    ax1.set_ylim(-2.1, 0.2)
+    ax1.set_xlabel("score of the true class (p for cross-entropy, |v| for margin)")
+    ax1.set_ylabel("gradient wrt the score fed to the loss")
+    ax1.set_title("Gradient: cross-entropy's is 0 only at p = 1, the margin's from m+ on")
+    ax1.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Present class: margin loss (m+ = {m_plus:.2f}) vs cross-entropy")
     fig.tight_layout()
     return fig

@@ -154,7 +154,7 @@ def _hardware(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> Evaluation:
-    from .pretrained import PRETRAINED_NAME, load_checkpoint, load_pretrained, save_pretrained
+    from .pretrained import PRETRAINED_NAME, load_checkpoint, load_pretrained, read_torch_file, save_pretrained
 
     p = argparse.ArgumentParser(
         prog="python -m capslib.evaluate",
@@ -178,14 +178,12 @@ def main(argv: list[str] | None = None) -> Evaluation:
     device = get_device(args.device)
     if args.checkpoint == "pretrained":
         model = load_pretrained(device)
-        checkpoint = None
         # Never the working directory itself: a figure there lands in whatever repository that is.
         figure = Path(args.out or PRETRAINED_OUT) / f"{PRETRAINED_NAME}_confusion.png"
     else:
         model = load_checkpoint(args.checkpoint, device)
         path = Path(args.checkpoint)
         path = path / "best.pt" if path.is_dir() else path
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         figure = Path(args.out or path.parent) / f"{path.stem}_confusion.png"
     if args.figure:
         figure = Path(args.figure)
@@ -209,8 +207,10 @@ def main(argv: list[str] | None = None) -> Evaluation:
     print(f"confusion matrix written to {figure}")
 
     if args.export:
-        if checkpoint is None:
+        if args.checkpoint == "pretrained":
             raise ValueError("--export needs a training checkpoint, not 'pretrained'")
+        # The card's training facts (history, config, selected epoch) come from the checkpoint itself.
+        checkpoint = read_torch_file(path, "a capslib training checkpoint")
         half = load_checkpoint(args.checkpoint, device).half().float()  # the weights as shipped: fp16
         full = evaluate(half, device=device, batch_size=args.batch_size, progress=False)
         sliced = evaluate(half, device=device, batch_size=args.batch_size, limit=TEST_SLICE, progress=False)

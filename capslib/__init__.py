@@ -29,7 +29,8 @@ of the same maths, an optimisation), ``layers`` (PrimaryCaps, RoutingCaps and it
 ``faults`` (a non-finite loss, Ctrl-C and SIGTERM), ``evaluate`` (test accuracy and its CLI),
 ``pretrained`` (shipped weights, checkpoint files), ``widgets`` (sliders over plotting
 functions), ``interpret`` (tensors that explain a trained model: coupling maps, Figure 4's
-perturbations), ``plots`` (figures of notebooks 01-04), ``plots_trained`` (figures of a trained
+perturbations), ``routing_stats`` (how far routing moves, measured per iteration, and the
+labelled agreement-scaling exploration), ``plots`` (figures of notebooks 01-04), ``plots_trained`` (figures of a trained
 model for notebooks 05-08: training curves, confusion matrix, mistakes, coupling maps, Figure 4),
 ``compiling`` (opt-in ``torch.compile`` with an eager fallback).
 """

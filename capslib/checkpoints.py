@@ -14,8 +14,10 @@ default CapsNet: the weights, 33 MB, and Adam's two moments, which an exact resu
                           many of its batches are done
     generator_state       mid-epoch: the state of the epoch's data-order and augmentation generator (resume)
     partial_epoch         mid-epoch: the epoch's loss and accuracy sums so far (resume)
+    rng_state             torch's global random state (CPU, and each CUDA device's where CUDA is in
+                          use), which dropout draws from: a resumed baseline CNN drops the same units (resume)
     history, best_val_accuracy, best_epoch, elapsed_seconds, torch_version
-    model_config          CapsNet(**model_config) rebuilds the model (capslib.load_checkpoint reads it)
+    model_config          rebuilds the model: capslib.pretrained.model_from_config (load_checkpoint reads it)
     train_model           with ema_decay: the raw weights, which keep training on resume (resume)
     ema_n_averaged        with ema_decay: how many steps the average holds (resume)
 
@@ -115,8 +117,8 @@ class EpochSums:
 def to_checkpoint(run: RunState, config) -> dict:
     """The checkpoint of ``run`` at its position (``run.epoch``, ``run.batch_index``); ``config`` a TrainConfig."""
     model_config = dict(getattr(run.model, "config", {}))
-    if model_config:
-        model_config["routing_iterations"] = getattr(run.model, "routing_iterations", None)
+    if model_config and hasattr(run.model, "routing_iterations"):  # CapsNet's, which a user may change
+        model_config["routing_iterations"] = run.model.routing_iterations
     checkpoint = {
         "model": run.eval_model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -125,6 +127,7 @@ def to_checkpoint(run: RunState, config) -> dict:
         "epoch": run.epoch,
         "batch_index": run.batch_index,
         "generator_state": run.generator_state,
+        "rng_state": global_rng_state(),
         "partial_epoch": run.partial_epoch,
         "history": run.history,
         "best_val_accuracy": run.best_val_accuracy,
@@ -140,6 +143,23 @@ def to_checkpoint(run: RunState, config) -> dict:
     return checkpoint
 
 
+def global_rng_state() -> dict:
+    """torch's global random state: ``{"cpu": ByteTensor, "cuda": [ByteTensor per device]}``
+    (``"cuda"`` only once CUDA is initialised). The data order has a generator of its own."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict) -> None:
+    """Restore :func:`global_rng_state` (CUDA states only where this machine has as many devices)."""
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def restore(run: RunState, checkpoint: dict) -> None:
     """Put a freshly built ``run`` (same model, optimizer and settings) where ``checkpoint`` left off."""
     run.model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
@@ -153,13 +173,23 @@ def restore(run: RunState, checkpoint: dict) -> None:
     # Checkpoints written at an epoch boundary by older versions may lack the mid-epoch keys.
     run.generator_state = checkpoint.get("generator_state")
     run.partial_epoch = checkpoint.get("partial_epoch", {})
+    if "rng_state" in checkpoint:
+        set_global_rng_state(checkpoint["rng_state"])
     run.best_val_accuracy, run.best_epoch = checkpoint["best_val_accuracy"], checkpoint["best_epoch"]
     run.elapsed_before = checkpoint["elapsed_seconds"]
 
 
 # What only resuming needs: best.pt, which ships and never resumes, leaves it out (two thirds of a
 # checkpoint: the optimizer holds two numbers per weight).
-RESUME_ONLY = ("optimizer", "scheduler", "generator_state", "partial_epoch", "train_model", "ema_n_averaged")
+RESUME_ONLY = (
+    "optimizer",
+    "scheduler",
+    "generator_state",
+    "rng_state",
+    "partial_epoch",
+    "train_model",
+    "ema_n_averaged",
+)
 RUN_FILES = ("last.pt", "best.pt", "config.json", "history.json")  # what fit writes into <out>, atomically
 
 

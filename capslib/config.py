@@ -13,6 +13,7 @@ import tokenize
 import typing
 from dataclasses import dataclass, field, fields
 
+from .baselines import MODEL_NAMES
 from .data import DATASETS
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args"]
@@ -25,12 +26,13 @@ class TrainConfig:
     The comment after each field is also its help in ``python -m capslib.train --help``.
     """
 
+    model: str = "capsnet"  # capsnet, or a baseline CNN: cnn-baseline (the paper's, 35.4M) or cnn-small (1.1M)
     epochs: int = 50  # passes over the 55,000 training images
     batch_size: int = 128  # images per training step (the paper's official code uses 128)
     lr: float = 1e-3  # Adam's learning rate at epoch 0
     lr_decay: float = 0.96  # multiply the learning rate by this after every epoch
-    routing_iterations: int = 3  # routing iterations of the model fit() builds (when given none)
-    reconstruction: bool = True  # the reconstruction decoder of the model fit() builds (when given none)
+    routing_iterations: int = 3  # routing iterations of the CapsNet fit() builds (when given no model)
+    reconstruction: bool = True  # the reconstruction decoder of the CapsNet fit() builds (when given no model)
     reconstruction_weight: float = 0.0005  # reconstruction loss weight (paper: small, not to dominate the margin loss)
     max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off)
     dataset: str = "mnist"  # "mnist" or "fashion-mnist"
@@ -58,6 +60,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work."""
         checks = [
+            (self.model in MODEL_NAMES, f"model must be one of {MODEL_NAMES}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
@@ -78,7 +81,7 @@ class TrainConfig:
 # field's comment. These keep the names the CLI has always had; NO_FLAG fields are set from Python.
 FLAG_NAMES = {"out_dir": "--out", "reconstruction": "--decoder"}  # --decoder / --no-decoder
 NO_FLAG = ("extra",)  # a free-form dict: no sensible command-line form
-CHOICES = {"dataset": tuple(DATASETS)}
+CHOICES = {"dataset": tuple(DATASETS), "model": MODEL_NAMES}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import load_dataset, to_tensors
-from .functional import check_image_range, check_label_range
+from .functional import check_image_range, check_label_range, class_scores
 from .utils import eval_mode, get_device
 
 __all__ = ["Evaluation", "evaluate", "TEST_SLICE", "PRETRAINED_OUT", "main"]
@@ -49,7 +49,7 @@ class Evaluation:
         per_class_accuracy: ``(N_out,)`` recall of each class.
         confusion: ``(N_out, N_out)`` counts, rows = true class, columns = predicted.
         predictions, labels: ``(total,)`` predicted and true classes.
-        lengths: ``(total, N_out)`` capsule lengths.
+        lengths: ``(total, N_out)`` capsule lengths (a baseline CNN's logits: :func:`capslib.functional.class_scores`).
     """
 
     accuracy: float
@@ -80,7 +80,8 @@ def evaluate(
     The model goes back to the mode it was in (training or not) afterwards.
 
     Args:
-        model: returns an object with ``lengths`` ``(B, N_out)`` for ``model(x)``.
+        model: returns an object with ``lengths`` ``(B, N_out)`` for ``model(x)``, or logits
+            ``(B, N_out)`` (a :mod:`capslib.baselines` CNN).
         dataset: ``(image, label)`` pairs; None loads the MNIST test set (no augmentation).
         device: default: the model's device.
         batch_size: images per forward pass (does not change the result).
@@ -113,7 +114,7 @@ def evaluate(
     with eval_mode(model):
         for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress, leave=False):
             x = images[start : start + batch_size].to(device)
-            all_lengths.append(model(x).lengths.float().cpu())  # (B, N_out)
+            all_lengths.append(class_scores(model(x)).float().cpu())  # (B, N_out)
     lengths = torch.cat(all_lengths)  # (N, N_out)
     predictions = lengths.argmax(dim=1)  # (N,)
     num_classes = lengths.shape[1]

@@ -17,6 +17,7 @@ __all__ = [
     "check_labels",
     "check_label_range",
     "check_image_range",
+    "class_scores",
     "IMAGE_RANGE_TOLERANCE",
 ]
 
@@ -195,3 +196,9 @@ def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> 
         raise ValueError("reconstruction_loss over no examples (B = 0) is undefined: the batch mean of nothing")
     squared_error = (reconstructions - images) ** 2
     return squared_error.flatten(start_dim=1).sum(dim=1).mean(dim=0)
+
+
+def class_scores(output) -> torch.Tensor:
+    """The ``(B, N_out)`` scores whose argmax is the predicted class: a CapsNet output's capsule
+    lengths, or the logits a baseline CNN (:mod:`capslib.baselines`) returns as they are."""
+    return output if isinstance(output, torch.Tensor) else output.lengths

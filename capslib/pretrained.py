@@ -1,4 +1,4 @@
-"""Loading the shipped pretrained CapsNet and a learner's own training checkpoints.
+"""Loading the shipped pretrained models and a learner's own training checkpoints.
 
 The shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
 ``$CAPSNET_DATA/pretrained/``) as two files: ``capsnet_mnist.pt``, a half-precision state dict,
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .baselines import BASELINES, BaselineCNN
 from .data import data_dir
 from .model import CapsNet
 from .utils import atomic_write, get_device
@@ -26,6 +27,7 @@ __all__ = [
     "load_checkpoint",
     "save_pretrained",
     "model_card",
+    "model_from_config",
     "read_torch_file",
 ]
 
@@ -101,8 +103,8 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
             "checkout lacks them, train your own (python -m capslib.train) and use capslib.load_checkpoint."
         )
     card = model_card(name)
-    model = CapsNet(**model_kwargs(card["model_config"]))
-    state = read_torch_file(weights, "a state dict of CapsNet weights (the shipped pretrained model)")
+    model = model_from_config(card["model_config"])
+    state = read_torch_file(weights, "a state dict of model weights (the shipped pretrained model)")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return _finish(model, device)
 
@@ -120,7 +122,22 @@ def model_kwargs(config: dict) -> dict:
     return kwargs
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> CapsNet:
+def model_from_config(config: dict) -> torch.nn.Module:
+    """The model a saved ``model_config`` describes (a checkpoint's or a model card's): a
+    :class:`CapsNet`, or with ``"model": "cnn-baseline"`` (or another baseline) a
+    :class:`capslib.baselines.BaselineCNN`. Configs without ``"model"`` are CapsNets."""
+    config = dict(config)
+    name = config.pop("model", "capsnet")
+    if name == "capsnet":
+        return CapsNet(**model_kwargs(config))
+    if name in BASELINES or name == "cnn":
+        config.pop("routing_iterations", None)
+        return BaselineCNN(**config)
+    expected = ["capsnet", "cnn", *sorted(BASELINES)]
+    raise ValueError(f"unknown model {name!r} in the saved model_config; expected one of {expected}")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> torch.nn.Module:
     """A CapsNet from one of your own training runs (``<out>/best.pt`` or ``last.pt``), eval mode.
 
     Raises:
@@ -139,7 +156,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
             f"{path} is not a capslib training checkpoint (expected a dict with 'model' and 'model_config', "
             f"got {sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__})"
         )
-    model = CapsNet(**model_kwargs(checkpoint["model_config"]))
+    model = model_from_config(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"], strict=True)
     return _finish(model, device)
 
@@ -153,6 +170,9 @@ def save_pretrained(model: CapsNet, directory: str | Path, card: dict, name: str
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
-    card = {**card, "model_config": {**model.config, "routing_iterations": model.routing_iterations}}
+    model_config = dict(model.config)
+    if hasattr(model, "routing_iterations"):  # CapsNet's, which a user may have changed since building it
+        model_config["routing_iterations"] = model.routing_iterations
+    card = {**card, "model_config": model_config}
     atomic_write(directory / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return atomic_write(directory / f"{name}.pt", lambda tmp: torch.save(state, tmp))

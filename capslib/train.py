@@ -37,6 +37,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from .baselines import BASELINES, baseline_cnn
 from .checkpoints import (
     EpochSums,
     RunState,
@@ -52,9 +53,9 @@ from .compiling import compiled_or_eager
 from .config import TrainConfig, build_parser, config_from_args
 from .data import load_dataset, random_shift, split_train_val, to_tensors
 from .faults import NonFiniteLossError, StopSignals, TrainingInterrupted, non_finite_loss, reads_are_free
-from .functional import check_image_range, check_label_range, margin_loss, reconstruction_loss
+from .functional import check_image_range, check_label_range, class_scores, margin_loss, reconstruction_loss
 from .model import CapsNet
-from .pretrained import model_kwargs
+from .pretrained import model_from_config
 from .utils import eval_mode, get_device, seed_everything
 
 # TrainConfig (capslib.config) and save_atomic (capslib.checkpoints) are importable from here too.
@@ -62,17 +63,22 @@ __all__ = ["TrainConfig", "fit", "train_step", "total_loss", "save_atomic", "bui
 
 
 def total_loss(output, images: torch.Tensor, labels: torch.Tensor, reconstruction_weight: float = 0.0005):
-    """Margin loss + ``reconstruction_weight`` x reconstruction loss (Section 4.1).
+    """Margin loss + ``reconstruction_weight`` x reconstruction loss (Section 4.1); for a baseline
+    CNN's logits, cross-entropy (the paper's baseline loss).
 
     Args:
         output: a :class:`capslib.CapsNetOutput` (``lengths`` ``(B, N_out)``, ``reconstructions``
-            ``(B, C, H, W)`` or None).
+            ``(B, C, H, W)`` or None), or logits ``(B, N_out)`` of a :mod:`capslib.baselines` CNN.
         images: ``(B, C, H, W)`` the (augmented) inputs the model saw.
         labels: ``(B,)`` true classes.
 
     Returns:
-        ``(total, margin, reconstruction)`` scalar tensors (reconstruction is 0 without a decoder).
+        ``(total, classification, reconstruction)`` scalar tensors: the classification loss is the
+        margin loss (or the cross-entropy), the reconstruction loss 0 without a decoder.
     """
+    if isinstance(output, torch.Tensor):  # a baseline CNN's logits
+        cross_entropy = torch.nn.functional.cross_entropy(output.float(), labels)
+        return cross_entropy, cross_entropy, cross_entropy.new_zeros(())
     margin = margin_loss(output.lengths.float(), labels)
     if output.reconstructions is None:
         recon = margin.new_zeros(())
@@ -124,7 +130,7 @@ def train_step(
         share = len(y) / batch
         (loss * share if share != 1 else loss).backward()
         with torch.no_grad():
-            correct = (output.lengths.argmax(dim=1) == y).sum()
+            correct = (class_scores(output).argmax(dim=1) == y).sum()
             sums += torch.stack([loss * share, margin * share, recon * share, correct.float()])
     if reads_are_free(sums) and not torch.isfinite(sums[:3]).all():
         optimizer.zero_grad(set_to_none=True)
@@ -246,7 +252,9 @@ def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict |
     into it unless resuming (a checkpoint's own weights come later, in :func:`start_run`)."""
     if model is None:
         if checkpoint is not None and "model_config" in checkpoint:
-            model = CapsNet(**model_kwargs(checkpoint["model_config"]))
+            model = model_from_config(checkpoint["model_config"])
+        elif config.model in BASELINES:
+            model = baseline_cnn(config.model)
         else:
             model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
     if config.init_from and checkpoint is None:
@@ -415,7 +423,7 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
         if session.writer is not None and batch_index % 50 == 0:
             step = epoch * num_batches + batch_index
             session.writer.add_scalar("loss/total", stats["loss"].item(), step)
-            session.writer.add_scalar("loss/margin", stats["margin"].item(), step)
+            session.writer.add_scalar(f"loss/{getattr(run.model, 'loss_name', 'margin')}", stats["margin"].item(), step)
             session.writer.add_scalar("loss/reconstruction", stats["reconstruction"].item(), step)
         due = time.monotonic() - session.last_save > session.save_every
         if (due or session.stopped) and not last:
@@ -436,7 +444,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x, y = images[start : start + batch_size], labels[start : start + batch_size]  # (B, C, H, W), (B,)
-            correct += (model(x).lengths.argmax(dim=1) == y).sum().item()
+            correct += (class_scores(model(x)).argmax(dim=1) == y).sum().item()
     return correct / len(images)
 
 
@@ -446,7 +454,7 @@ def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, s
         "epoch": run.epoch + 1,
         "lr": run.optimizer.param_groups[0]["lr"],
         "train_loss": sums["loss"] / sums["seen"],
-        "train_margin_loss": sums["margin"] / sums["seen"],
+        f"train_{getattr(run.model, 'loss_name', 'margin')}_loss": sums["margin"] / sums["seen"],
         "train_reconstruction_loss": sums["reconstruction"] / sums["seen"],
         "train_accuracy": sums["correct"] / sums["seen"],
         "val_accuracy": val_accuracy,
@@ -505,6 +513,9 @@ def _log_epoch(writer, model: nn.Module, record: dict, val_x: torch.Tensor) -> N
     x = val_x[:16]  # (16, C, H, W)
     with eval_mode(model):
         out = model(x)
+    if isinstance(out, torch.Tensor):  # a baseline CNN's logits: nothing to reconstruct or route
+        writer.flush()
+        return
     if out.reconstructions is not None:
         grid = make_grid(torch.cat([x, out.reconstructions.float()]).cpu(), nrow=16, pad_value=1.0)
         writer.add_image("inputs_vs_reconstructions", grid, epoch)

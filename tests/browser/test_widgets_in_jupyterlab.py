@@ -32,14 +32,19 @@ QUIET = 1.5  # seconds the kernel must stay idle and the figure unchanged to cou
 SCREENSHOTS_ENV = "CAPSNET_SCREENSHOTS"  # as in conftest.py: a folder to keep the screenshots in
 VIEWPORT = {"width": 1400, "height": 1000}
 
-# The slider each notebook's test moves (by its description) and where along its track the drag
-# ends (0: minimum, 1: maximum); notebooks not listed: the first slider of their last panel.
-SLIDER_OF = {
-    "03_dynamic_routing": ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
-    "06_coupling_coefficients": ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
+# The sliders each notebook's test moves (by their description) and where along its track each drag
+# ends (0: minimum, 1: maximum); notebooks not listed: the first slider of their last panel. Every
+# slider a notebook adds for a new lesson belongs here.
+SLIDERS_OF = {
+    "03_dynamic_routing": [
+        ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
+    ],
+    "06_coupling_coefficients": [
+        ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
+    ],
     # the capsule-dimension slider of the dimension with the largest effect (the notebook prints
     # "dimensions by effect: [...]"; d0 if it does not): +0.25 -> -0.20
-    "07_capsule_dimensions": ("d{dimensions by effect: [}", 0.1),
+    "07_capsule_dimensions": [("d{dimensions by effect: [}", 0.1)],
 }
 DEFAULT_DRAG_TO = 0.3
 
@@ -169,9 +174,13 @@ def readout(slider) -> str:
     return (slider.locator(".widget-readout").text_content() or "").strip()
 
 
-def slider_label(page, name: str) -> str | None:
+def sliders_to_move(name: str) -> list[tuple[str | None, float]]:
+    """``(description, drag_to)`` of every slider the test moves in ``name`` (None: the default)."""
+    return SLIDERS_OF.get(name, [(None, DEFAULT_DRAG_TO)])
+
+
+def slider_label(page, label: str | None) -> str | None:
     """The description of the slider to move; ``{text}`` in it: the first number printed after text."""
-    label = SLIDER_OF.get(name, (None, None))[0]
     template = re.fullmatch(r"(.*)\{(.+)\}(.*)", label or "")
     if template is None:
         return label
@@ -181,9 +190,10 @@ def slider_label(page, name: str) -> str | None:
     return f"{prefix}{number.group(1) if number else 0}{suffix}"
 
 
-def find_panel(page, name: str):
-    """The widget panel of ``name`` (an interactive_plot VBox) and the slider this test moves."""
-    label = slider_label(page, name)
+def find_panel(page, name: str, label: str | None):
+    """The widget panel (an interactive_plot VBox) holding the slider described ``label`` (None:
+    the first slider of the last panel), and that slider."""
+    label = slider_label(page, label)
     panels = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-slider"))
     wait_for(lambda: panels.count() > 0, 60, f"{name}: a widget panel with a slider to render")
     if label is None:
@@ -219,7 +229,44 @@ def screenshot(page, panel, path: Path, margin: int = 8) -> None:
     page.screenshot(path=str(path), clip=clip, animations="disabled", caret="hide")
 
 
-@pytest.mark.timeout(600)
+def move_slider(page, name: str, label: str | None, drag_to: float, screenshots: Path) -> None:
+    """Move one slider with the keyboard (ArrowRight, End) and the mouse (a drag to ``drag_to``
+    along its track); after each move the value and the figure must change and settle.
+    Screenshots ``<screenshots>_before.png`` and ``_after.png``."""
+    panel, slider = find_panel(page, name, label)
+    assert panel.locator(".jupyter-widgets").count() > 0
+    handle = slider.locator(".noUi-handle")
+    src = figure_src(panel)
+    screenshot(page, panel, screenshots.with_name(screenshots.name + "_before.png"))
+
+    moves = []
+    # keyboard: focus the handle as Tab would, one step right, then to the maximum
+    for key in ("ArrowRight", "End"):
+        before = readout(slider)
+        handle.focus()
+        page.keyboard.press(key)
+        wait_for(lambda b=before: readout(slider) != b, 10, f"{name}: {key} to move the slider from {before}")
+        src = settle(page, panel, slider, src, f"{name} after {key}")
+        moves.append(f"{key}: {before} -> {readout(slider)}")
+
+    # mouse: drag the handle along the track (redraws while dragging, or on release)
+    before = readout(slider)
+    handle.scroll_into_view_if_needed()
+    grip, track = handle.bounding_box(), slider.locator(".noUi-target").bounding_box()
+    y = grip["y"] + grip["height"] / 2
+    page.mouse.move(grip["x"] + grip["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(track["x"] + drag_to * track["width"], y, steps=6)
+    page.mouse.up()
+    wait_for(lambda: readout(slider) != before, 10, f"{name}: the drag to move the slider from {before}")
+    settle(page, panel, slider, src, f"{name} after the drag")
+    moves.append(f"drag: {before} -> {readout(slider)}")
+    description = slider.locator(".widget-label").first.text_content()
+    print(f"{name}: slider {description!r}: {'; '.join(moves)}")
+    screenshot(page, panel, screenshots.with_name(screenshots.name + "_after.png"))
+
+
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
     assert (lab.root_dir / f"{name}.ipynb").exists()
@@ -239,39 +286,8 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
         state = run_all_cells(page, name)
         print(f"{name}: {state['executed']} code cells ran in {state['seconds']} s")
 
-        panel, slider = find_panel(page, name)
-        assert panel.locator(".jupyter-widgets").count() > 0
-        handle = slider.locator(".noUi-handle")
-        src = figure_src(panel)
-        screenshot(page, panel, screenshot_dir / f"{name}_before.png")
-
-        moves = []
-        # keyboard: focus the handle as Tab would, one step right, then to the maximum
-        for key in ("ArrowRight", "End"):
-            before = readout(slider)
-            handle.focus()
-            page.keyboard.press(key)
-            wait_for(lambda b=before: readout(slider) != b, 10, f"{name}: {key} to move the slider from {before}")
-            src = settle(page, panel, slider, src, f"{name} after {key}")
-            moves.append(f"{key}: {before} -> {readout(slider)}")
-
-        # mouse: drag the handle along the track (redraws while dragging, or on release)
-        before = readout(slider)
-        handle.scroll_into_view_if_needed()
-        grip, track = handle.bounding_box(), slider.locator(".noUi-target").bounding_box()
-        y = grip["y"] + grip["height"] / 2
-        page.mouse.move(grip["x"] + grip["width"] / 2, y)
-        page.mouse.down()
-        drag_to = SLIDER_OF.get(name, (None, DEFAULT_DRAG_TO))[1]
-        page.mouse.move(track["x"] + drag_to * track["width"], y, steps=6)
-        page.mouse.up()
-        wait_for(lambda: readout(slider) != before, 10, f"{name}: the drag to move the slider from {before}")
-        src = settle(page, panel, slider, src, f"{name} after the drag")
-        moves.append(f"drag: {before} -> {readout(slider)}")
-        label = slider.locator(".widget-label").first.text_content()
-        print(f"{name}: slider {label!r}: {'; '.join(moves)}")
-
-        screenshot(page, panel, screenshot_dir / f"{name}_after.png")
+        for number, (label, drag_to) in enumerate(sliders_to_move(name)):
+            move_slider(page, name, label, drag_to, screenshot_dir / f"{name}{'_' + str(number) if number else ''}")
         errors = page.evaluate(ERRORS_JS) + kernel_state(page)["errors"]
         assert not errors, f"{name}: error output after the slider moves:\n" + "\n".join(errors)
         assert not page_errors, f"{name}: uncaught exceptions in the page: {page_errors}"

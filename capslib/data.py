@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .affine import AFFNIST_RANGES, AffineParameters, AffineRanges, affine_transform, random_affine_parameters
 from .utils import atomic_write
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "mnist",
     "fashion_mnist",
     "random_shift",
+    "affine_mnist",
+    "AFFINE_SEED",
     "split_train_val",
     "to_tensors",
 ]
@@ -369,3 +372,26 @@ def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Gene
     # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
     out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+AFFINE_SEED = 0
+"""The seed of the fixed affine test set: every machine draws the same transformations."""
+
+
+def affine_mnist(
+    ranges: AffineRanges = AFFNIST_RANGES, seed: int = AFFINE_SEED, root: str | Path | None = None
+) -> tuple[torch.utils.data.TensorDataset, AffineParameters]:
+    """An affNIST-style test set: each of the 10,000 MNIST test digits under its own random affine
+    transformation, drawn within ``ranges`` from a CPU generator seeded with ``seed``.
+
+    Fixed and seeded (the same transformations on every machine), made on the fly in about a
+    second; see :mod:`capslib.affine` for the ranges, their source and the conventions.
+
+    Returns:
+        ``(dataset, parameters)``: a ``TensorDataset`` of ``(image (1, 28, 28), label)`` and the
+        :class:`capslib.affine.AffineParameters` applied to each image, in test-set order.
+    """
+    images, labels = to_tensors(mnist(train=False, root=root))  # (10000, 1, 28, 28), (10000,)
+    params = random_affine_parameters(len(images), ranges, torch.Generator().manual_seed(seed))
+    transformed = affine_transform(images, params)  # (10000, 1, 28, 28)
+    return torch.utils.data.TensorDataset(transformed, labels), params

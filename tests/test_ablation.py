@@ -1,0 +1,103 @@
+"""capslib.ablation: Table 1's runs end to end at a tiny budget; results read back strictly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from capslib import ablation
+from capslib.baselines import BaselineCNN
+from capslib.model import CapsNet
+from capslib.pretrained import load_checkpoint
+
+
+def test_a_tiny_ablation_runs_end_to_end_and_resumes_by_skipping_done_runs(tmp_path, capsys):
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--variants",
+        "capsnet-r1",
+        "cnn-small",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--batch-size",
+        "32",
+        "--val-size",
+        "64",
+        "--test-limit",
+        "64",
+        "--threads",
+        "1",
+    ]
+    rows = ablation.main(argv)
+    assert [row["variant"] for row in rows] == ["capsnet-r1", "cnn-small"]
+    assert all(row["runs"] == 2 and row["seeds"] == [0, 1] and row["test_images"] == "64" for row in rows)
+    results = ablation.load_results(tmp_path)
+    assert len(results) == 4
+    for result in results:
+        assert result["test_images"] == 64 and 0 <= result["test_accuracy"] <= 1
+        assert result["affine_accuracy"] is not None
+        assert result["config"]["train_limit"] == 64 and result["config"]["epochs"] == 1
+    capsnet = next(r for r in results if r["variant"] == "capsnet-r1")
+    assert capsnet["config"]["routing_iterations"] == 1 and capsnet["config"]["reconstruction"] is False
+    assert isinstance(load_checkpoint(tmp_path / "checkpoints" / "capsnet-r1_seed0" / "best.pt"), CapsNet)
+    assert isinstance(load_checkpoint(tmp_path / "checkpoints" / "cnn-small_seed1" / "best.pt"), BaselineCNN)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| capsnet-r1 | 2 | 64 |" in summary and "0.34 +- 0.032" in summary
+    assert "python -m capslib.ablation --out" in summary  # the exact command
+    capsys.readouterr()
+    ablation.main(argv)  # again: every run is done, nothing retrains
+    assert capsys.readouterr().out.count("done already") == 4
+
+
+def fake_result(variant: str, seed: int, accuracy: float, affine: float | None = 0.5) -> dict:
+    return {
+        "variant": variant,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "test_errors": round((1 - accuracy) * 1e4),
+        "test_images": 10_000,
+        "affine_accuracy": affine,
+        "best_val_accuracy": accuracy,
+    }
+
+
+def test_the_summary_is_mean_and_sample_std_in_table_1s_order():
+    results = [
+        fake_result("cnn-small", 0, 0.99),
+        fake_result("capsnet-r3-recon", 0, 0.996),
+        fake_result("capsnet-r3-recon", 1, 0.997),
+        fake_result("capsnet-r3-recon", 2, 0.995),
+    ]
+    rows = ablation.summarize(results)
+    assert [row["variant"] for row in rows] == ["capsnet-r3-recon", "cnn-small"]
+    assert rows[0]["test_error_percent"] == pytest.approx(0.4)
+    assert rows[0]["test_error_std"] == pytest.approx(0.1)  # sample std of 0.4, 0.3, 0.5
+    assert rows[0]["paper_test_error_percent"] == "0.25 +- 0.005"
+    assert math.isnan(rows[1]["test_error_std"])  # one run: no spread to report
+
+
+def test_missing_or_malformed_results_say_what_was_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ablation results in .*runs"):
+        ablation.load_results(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"a.json is not a JSON ablation result"):
+        ablation.load_results(tmp_path)
+    (runs / "a.json").write_text(json.dumps({"variant": "capsnet-r1", "seed": 0}))
+    with pytest.raises(ValueError, match=r"missing \['test_accuracy'"):
+        ablation.load_results(tmp_path)
+
+
+def test_an_unknown_variant_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        ablation.build_parser().parse_args(["--variants", "resnet"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -32,7 +32,12 @@ functions), ``interpret`` (tensors that explain a trained model: coupling maps, 
 perturbations), ``routing_stats`` (how far routing moves, measured per iteration, and the
 labelled agreement-scaling exploration), ``plots`` (figures of notebooks 01-04), ``plots_trained`` (figures of a trained
 model for notebooks 05-08: training curves, confusion matrix, mistakes, coupling maps, Figure 4),
-``compiling`` (opt-in ``torch.compile`` with an eager fallback).
+``compiling`` (opt-in ``torch.compile`` with an eager fallback), ``equivariance`` (shift and rotate
+digits, measure what a pooled CNN feature and a capsule's pose do: notebook 00), ``diagram`` (the
+architecture drawn from ``trace_shapes``), ``plots_why`` (figures of notebook 00), ``routing_lab``
+(synthetic prediction vectors for notebook 03's routing lab), ``baselines`` (the paper's baseline
+CNN and a small one), ``affine`` (affine transformations for the affNIST-style test set),
+``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

@@ -23,6 +23,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+FIRST_NUMBER = 0  # the series starts with 00_why_capsules
 LAST_NUMBER = 8  # the series ends with 08_build_your_own
 WITH_SLIDERS = {3, 4, 6, 7}  # notebooks the series promises sliders in
 WIDGET_CELL = 'import capslib.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
@@ -82,7 +83,7 @@ def test_structure(path):
 
     k = number(path)
     links = re.findall(r"\]\(([^)\s]+\.ipynb)\)", text)
-    for neighbour in ([k - 1] if k > 1 else []) + ([k + 1] if k < LAST_NUMBER else []):
+    for neighbour in ([k - 1] if k > FIRST_NUMBER else []) + ([k + 1] if k < LAST_NUMBER else []):
         targets = [link for link in links if link.startswith(f"{neighbour:02d}_")]
         assert targets, f"no link to notebook {neighbour:02d}"
         if any(number(p) == neighbour for p in NOTEBOOKS):  # the neighbour exists: the link must name it

@@ -3,6 +3,8 @@
 Pure tensor work for notebooks 06-07: every function returns tensors (or a dict of them) on the
 CPU and draws nothing; :mod:`capslib.plots_trained` draws them. A function that runs the model
 runs it in eval mode without gradients and puts it back in the mode it was in.
+:func:`coupling_maps` can also route with the agreement scaled
+(:func:`capslib.routing_stats.route_with_agreement_scale`): an exploration, not the paper's algorithm.
 
 Shapes use the package vocabulary; ``T`` is the number of primary-capsule types and ``H', W'``
 their grid (32 and 6x6 for MNIST), so ``N_in = T * H' * W'`` in the order of
@@ -15,12 +17,14 @@ from collections.abc import Sequence
 
 import torch
 
+from .routing_stats import model_prediction_vectors, route_with_agreement_scale
 from .utils import check_index, eval_mode
 
 __all__ = [
     "PERTURBATIONS",
     "coupling_maps",
     "mean_coupling",
+    "coupling_spread",
     "receptive_fields",
     "perturb_dimensions",
     "decode_pose",
@@ -43,7 +47,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int = 3) -> dict[str, torch.Tensor]:
+def coupling_maps(
+    model: torch.nn.Module, image: torch.Tensor, iterations: int = 3, agreement_scale: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Route one image with ``iterations`` routing iterations and keep every iteration's coupling.
 
     The model's own ``routing_iterations`` and training mode are restored afterwards.
@@ -53,6 +59,10 @@ def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int =
             same forward signature).
         image: ``(C, H, W)`` or ``(1, C, H, W)``.
         iterations: ``R``.
+        agreement_scale: 1 (default) is the paper's routing, run by the model itself. Any other
+            value routes the model's ``u_hat`` with
+            :func:`capslib.routing_stats.route_with_agreement_scale`, which multiplies the agreement
+            added to the logits by this factor: an exploration, NOT the paper's algorithm.
 
     Returns:
         A dict of tensors on the CPU:
@@ -61,20 +71,25 @@ def coupling_maps(model: torch.nn.Module, image: torch.Tensor, iterations: int =
         ``lengths`` ``(R, N_out)``: the digit-capsule lengths ``|v_j|`` after each iteration.
     """
     image = _check_image(image).to(_model_device(model))
-    old_iterations = model.routing_iterations
-    model.routing_iterations = iterations  # raises ValueError for iterations < 1, before anything changed
-    try:
-        with eval_mode(model):
-            out = model(image, return_trace=True)
-    finally:
-        model.routing_iterations = old_iterations
+    if agreement_scale == 1:
+        old_iterations = model.routing_iterations
+        model.routing_iterations = iterations  # raises ValueError for iterations < 1, before anything changed
+        try:
+            with eval_mode(model):
+                out = model(image, return_trace=True)
+        finally:
+            model.routing_iterations = old_iterations
+        trace, u_hat = out.trace, out.u_hat  # u_hat: (1, N_in, N_out, D_out)
+    else:  # the exploration: same u_hat, the agreement scaled (raises ValueError for a bad factor)
+        u_hat = model_prediction_vectors(model, image)  # (1, N_in, N_out, D_out)
+        trace = route_with_agreement_scale(u_hat, iterations, agreement_scale).trace
     num_types = model.primary_caps.num_types
     grid_h, grid_w = model.primary_grid
-    c = torch.stack([step.c[0] for step in out.trace])  # (R, N_in, N_out)
+    c = torch.stack([step.c[0] for step in trace])  # (R, N_in, N_out)
     c = c.view(iterations, num_types, grid_h, grid_w, -1).permute(0, 4, 1, 2, 3)  # (R, N_out, T, H', W')
-    votes = torch.linalg.vector_norm(out.u_hat[0], dim=-1)  # (N_in, N_out)
+    votes = torch.linalg.vector_norm(u_hat[0], dim=-1)  # (N_in, N_out)
     votes = votes.view(num_types, grid_h, grid_w, -1).permute(3, 0, 1, 2)  # (N_out, T, H', W')
-    lengths = torch.stack([torch.linalg.vector_norm(step.v[0], dim=-1) for step in out.trace])  # (R, N_out)
+    lengths = torch.stack([torch.linalg.vector_norm(step.v[0], dim=-1) for step in trace])  # (R, N_out)
     return {"coupling": c.cpu(), "vote_lengths": votes.cpu(), "lengths": lengths.cpu()}
 
 
@@ -99,6 +114,24 @@ def mean_coupling(maps: dict[str, torch.Tensor], class_index: int, weighted: boo
     c = maps["coupling"][:, class_index]  # (R, T, H', W')
     weights = maps["vote_lengths"][class_index] if weighted else torch.ones_like(c[0])  # (T, H', W')
     return (c * weights).sum(dim=1) / weights.sum(dim=0) - 1.0 / num_out  # (R, H', W')
+
+
+def coupling_spread(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """How far each input capsule's coupling is from uniform, per iteration.
+
+    Args:
+        maps: the output of :func:`coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
+
+    Returns:
+        A dict of CPU tensors, one value per iteration and input capsule ``i``:
+        ``max_coupling`` ``(R, N_in)``: ``max_j c_ij`` (``1 / N_out`` when uniform, 1 when the
+        capsule sends everything to one class);
+        ``entropy`` ``(R, N_in)``: ``-sum_j c_ij ln c_ij`` in nats (``ln N_out`` when uniform,
+        0 when committed to one class).
+    """
+    c = maps["coupling"].flatten(start_dim=2)  # (R, N_out, N_in)
+    entropy = -(c * c.clamp_min(1e-30).log()).sum(dim=1)  # (R, N_in)
+    return {"max_coupling": c.amax(dim=1), "entropy": entropy}  # (R, N_in) each
 
 
 def receptive_fields(grid_size: Sequence[int] = (6, 6), field: int = 17, stride: int = 2) -> torch.Tensor:

@@ -37,7 +37,8 @@ digits, measure what a pooled CNN feature and a capsule's pose do: notebook 00),
 architecture drawn from ``trace_shapes``), ``plots_why`` (figures of notebook 00), ``routing_lab``
 (synthetic prediction vectors for notebook 03's routing lab), ``baselines`` (the paper's baseline
 CNN and a small one), ``affine`` (affine transformations for the affNIST-style test set),
-``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``).
+``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``), ``multimnist``
+(overlapping digit pairs as the authors generate them, and the fixed test set).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

@@ -47,6 +47,7 @@ __all__ = [
     "mnist",
     "fashion_mnist",
     "random_shift",
+    "shift_images",
     "affine_mnist",
     "AFFINE_SEED",
     "split_train_val",
@@ -343,6 +344,38 @@ def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images.float(), labels
 
 
+def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Shift each image by its own whole number of pixels, zero filled, nothing wrapping round.
+
+    Args:
+        images: ``(B, C, H, W)`` on any device.
+        shifts: ``(B, 2)`` integer ``(dy, dx)`` per image (down, right), each in ``[-max_shift, max_shift]``.
+        max_shift: the largest ``|shift|`` allowed (the padding used).
+
+    Returns:
+        ``(B, C, H, W)`` shifted copy.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+    batch, channels, height, width = images.shape
+    if tuple(shifts.shape) != (batch, 2) or shifts.is_floating_point():
+        raise ValueError(
+            f"shifts must be integer (B, 2) = ({batch}, 2) (dy, dx) per image, got {tuple(shifts.shape)} {shifts.dtype}"
+        )
+    if max_shift < 0 or (batch and int(shifts.abs().max()) > max_shift):
+        raise ValueError(
+            f"every shift must lie in [-{max_shift}, {max_shift}] pixels, got up to {int(shifts.abs().max())}"
+        )
+    shifts = shifts.to(images.device).T  # (2, B): dy, dx
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (B, C, H + 2m, W + 2m)
+    rows = torch.arange(height, device=images.device) + max_shift - shifts[0].unsqueeze(1)  # (B, H)
+    cols = torch.arange(width, device=images.device) + max_shift - shifts[1].unsqueeze(1)  # (B, W)
+    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1)  # (B, 1, 1)
+    # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
+    out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
 def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
     """The paper's augmentation: shift each image by up to ``max_shift`` pixels, zero padded.
 
@@ -363,15 +396,8 @@ def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Gene
         raise ValueError(f"max_shift must be >= 0, got {max_shift}")
     if max_shift == 0:
         return images.clone()
-    batch, channels, height, width = images.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (2, batch), generator=generator).to(images.device)
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (B, C, H + 2m, W + 2m)
-    rows = torch.arange(height, device=images.device) + max_shift - shifts[0].unsqueeze(1)  # (B, H)
-    cols = torch.arange(width, device=images.device) + max_shift - shifts[1].unsqueeze(1)  # (B, W)
-    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1)  # (B, 1, 1)
-    # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
-    out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, images.shape[0]), generator=generator)  # (2, B)
+    return shift_images(images, shifts.T, max_shift)
 
 
 AFFINE_SEED = 0

@@ -150,11 +150,12 @@ def margin_loss(
 ) -> torch.Tensor:
     """Eq. 4: ``L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2``.
 
-    Summed over the classes ``k`` and averaged over the batch.
+    Summed over the classes ``k`` and averaged over the batch. ``T_k = 1`` for every class present:
+    one per image for MNIST, two for MultiMNIST (Section 6: each digit's capsule must be long).
 
     Args:
         lengths: ``(B, N_out)`` capsule lengths ``|v_k|`` (the class scores).
-        labels: ``(B,)`` integer class indices.
+        labels: ``(B,)`` integer class indices, or ``(B, K)`` for ``K`` classes present in each image.
         m_plus, m_minus, lambda_: the paper's 0.9, 0.1 and 0.5.
 
     Returns:
@@ -165,8 +166,14 @@ def margin_loss(
     batch_size, num_classes = lengths.shape
     if batch_size == 0:
         raise ValueError("margin_loss over no examples (B = 0) is undefined: the batch mean of nothing")
-    check_labels(labels, batch_size, num_classes)
-    present = torch.nn.functional.one_hot(labels.long(), num_classes).to(lengths.dtype)  # (B, N_out)
+    if isinstance(labels, torch.Tensor) and labels.dim() == 2:  # K targets per image
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels must be (B,) or (B, K) with B = {batch_size}, got {tuple(labels.shape)}")
+        check_labels(labels.flatten(), labels.numel(), num_classes)
+        present = torch.nn.functional.one_hot(labels.long(), num_classes).amax(dim=1).to(lengths.dtype)  # (B, N_out)
+    else:
+        check_labels(labels, batch_size, num_classes)
+        present = torch.nn.functional.one_hot(labels.long(), num_classes).to(lengths.dtype)  # (B, N_out)
     loss_present = present * torch.clamp(m_plus - lengths, min=0.0) ** 2
     loss_absent = lambda_ * (1.0 - present) * torch.clamp(lengths - m_minus, min=0.0) ** 2
     return (loss_present + loss_absent).sum(dim=1).mean(dim=0)

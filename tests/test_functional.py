@@ -155,7 +155,7 @@ def test_margin_loss_gradient_sign():
         torch.tensor([0, 3]),  # out of range
         torch.tensor([-1, 0]),  # negative
         torch.tensor([0.0, 2.0]),  # float dtype
-        torch.tensor([[0], [2]]),  # wrong shape
+        torch.tensor([[0], [2], [1]]),  # (B, K) with the wrong B
         torch.tensor([0, 1, 2]),  # wrong length
         torch.tensor([True, False]),  # bool
         [0, 2],  # not a tensor
@@ -165,6 +165,18 @@ def test_margin_loss_gradient_sign():
 def test_margin_loss_bad_labels(labels):
     with pytest.raises(ValueError, match="labels"):
         margin_loss(LENGTHS, labels)
+
+
+def test_margin_loss_with_two_targets_per_image():
+    # MultiMNIST: T_k = 1 for both digits.
+    # Example 0, labels (0, 1): present 0 + (0.9 - 0.30)^2 = 0.36; absent 0.5 * max(0, 0.05 - 0.1)^2 = 0
+    # Example 1, labels (2, 1): present (0.9 - 0.85)^2 + (0.9 - 0.60)^2 = 0.0925; absent 0.5 * 0.1^2 = 0.005
+    # Batch mean: (0.36 + 0.0975) / 2 = 0.22875
+    loss = margin_loss(LENGTHS, torch.tensor([[0, 1], [2, 1]]))
+    torch.testing.assert_close(loss, torch.tensor(0.22875, dtype=torch.float64))
+    torch.testing.assert_close(margin_loss(LENGTHS, LABELS[:, None]), margin_loss(LENGTHS, LABELS))  # K = 1
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        margin_loss(LENGTHS, torch.tensor([[0, 1], [2, 3]]))
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8])

@@ -154,12 +154,26 @@ def _hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+def _describe(model: torch.nn.Module) -> str:
+    """A model card's one-line description of ``model``."""
+    config = getattr(model, "config", {})
+    if "model" in config:  # a capslib.baselines CNN
+        parameters = sum(p.numel() for p in model.parameters())
+        return (
+            f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
+            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
+        )
+    decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
+    return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, trained on MNIST"
+
+
 def main(argv: list[str] | None = None) -> Evaluation:
     from .pretrained import PRETRAINED_NAME, load_checkpoint, load_pretrained, read_torch_file, save_pretrained
 
     p = argparse.ArgumentParser(
         prog="python -m capslib.evaluate",
-        description="Test accuracy of a CapsNet on the full MNIST test set (10,000 images, no augmentation).",
+        description="Test accuracy of a CapsNet (or a baseline CNN) on the full MNIST test set "
+        "(10,000 images, no augmentation).",
     )
     p.add_argument("checkpoint", help="a training checkpoint (best.pt / last.pt / run dir), or 'pretrained'")
     p.add_argument("--device", default="auto")
@@ -174,13 +188,18 @@ def main(argv: list[str] | None = None) -> Evaluation:
     p.add_argument("--figure", default=None, metavar="FILE", help="the figure's exact path (overrides --out)")
     p.add_argument("--export", default=None, metavar="DIR", help="also write a half-precision model + card here")
     p.add_argument("--commit", default=None, help="commit to record in the card (default: git HEAD)")
+    p.add_argument(
+        "--name",
+        default=PRETRAINED_NAME,
+        help="the shipped model that 'pretrained' means (e.g. cnn_baseline_mnist), and the name --export writes",
+    )
     args = p.parse_args(argv)
 
     device = get_device(args.device)
     if args.checkpoint == "pretrained":
-        model = load_pretrained(device)
+        model = load_pretrained(device, name=args.name)
         # Never the working directory itself: a figure there lands in whatever repository that is.
-        figure = Path(args.out or PRETRAINED_OUT) / f"{PRETRAINED_NAME}_confusion.png"
+        figure = Path(args.out or PRETRAINED_OUT) / f"{args.name}_confusion.png"
     else:
         model = load_checkpoint(args.checkpoint, device)
         path = Path(args.checkpoint)
@@ -218,8 +237,8 @@ def main(argv: list[str] | None = None) -> Evaluation:
         history = checkpoint.get("history", [])
         config = checkpoint.get("config", {})
         card = {
-            "name": PRETRAINED_NAME,
-            "description": "CapsNet (Sabour et al. 2017), 3 routing iterations, with decoder, trained on MNIST",
+            "name": args.name,
+            "description": _describe(half),
             "data": f"MNIST training images 0-{60000 - config.get('val_size', 5000) - 1} "
             f"(the last {config.get('val_size', 5000)} validate), shift augmentation +-{config.get('max_shift')} px",
             "selected_epoch": checkpoint.get("best_epoch"),
@@ -242,7 +261,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
             "fp32_test_errors": result.errors,
             "measured_by": "python -m capslib.evaluate <checkpoint> --export data/pretrained",
         }
-        out = save_pretrained(half, args.export, card)
+        out = save_pretrained(half, args.export, card, name=args.name)
         print(
             f"exported {out}: fp16 test accuracy {100 * full.accuracy:.2f}% ({full.errors} errors), "
             f"{sliced.errors} errors on the first {TEST_SLICE} test images"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch.utils.data import Subset
@@ -158,3 +160,32 @@ def test_the_cli_trains_a_baseline(tiny_data, tmp_path, monkeypatch):
     assert isinstance(result["model"], BaselineCNN)
     assert (tmp_path / "best.pt").exists()
     assert PAPER_BASELINE["channels"] == (256, 256, 128)
+
+
+@pytest.mark.slow  # three passes over the 10,000 test images
+def test_a_baseline_exports_with_its_own_card_and_loads_by_name(tiny_data, tmp_path, monkeypatch):
+    from capslib import data
+    from capslib.evaluate import main as evaluate_main
+
+    train_set, val_set = tiny_data
+    fit(None, train_set, val_set, tiny_config(tmp_path / "run", epochs=1))
+    evaluate_main(
+        [
+            str(tmp_path / "run" / "best.pt"),
+            "--device",
+            "cpu",
+            "--export",
+            str(tmp_path / "pretrained"),
+            "--name",
+            "cnn_test_mnist",
+            "--commit",
+            "abc1234",
+        ]
+    )
+    card = json.loads((tmp_path / "pretrained" / "cnn_test_mnist.json").read_text())
+    assert card["name"] == "cnn_test_mnist" and card["test_images"] == 10_000
+    assert card["description"].startswith("baseline CNN 'cnn-small'") and "1,059,602 parameters" in card["description"]
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    shipped = capslib.load_pretrained("cpu", name="cnn_test_mnist")
+    assert isinstance(shipped, BaselineCNN) and not shipped.training
+    assert next(shipped.parameters()).dtype == torch.float32

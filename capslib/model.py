@@ -21,7 +21,8 @@ class CapsNetOutput:
     Attributes:
         lengths: ``(B, N_out)`` digit-capsule lengths: the class scores (no softmax).
         poses: ``(B, N_out, D_out)`` digit capsules ``v``.
-        reconstructions: ``(B, C, H, W)`` or None for a model without decoder.
+        reconstructions: ``(B, C, H, W)`` or None for a model without decoder; ``(B, K, C, H, W)``
+            when ``K`` labels per image were passed (MultiMNIST: one reconstruction per digit).
         coupling: ``(B, N_in, N_out)`` coupling coefficients of the last routing iteration.
         trace: with ``return_trace=True``, one :class:`capslib.RoutingStep` per routing
             iteration (``b`` before that iteration's update, ``c``, ``s``, ``v``); else None.
@@ -162,11 +163,15 @@ class CapsNet(nn.Module):
             check_image_range(x)
 
     def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None, *args, **kwargs) -> None:
-        """The input checks of :meth:`forward` (``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` or None),
-        callable on their own: a compiled model skips the label-range check (it would split the
-        graph), so ``compiled_or_eager`` runs this first. Raises ``ValueError``."""
+        """The input checks of :meth:`forward` (``x`` ``(B, C, H, W)``, ``y`` ``(B,)``, ``(B, K)`` or
+        None), callable on their own: a compiled model skips the label-range check (it would split
+        the graph), so ``compiled_or_eager`` runs this first. Raises ``ValueError``."""
         self.check_images(x)
-        if y is not None:
+        if isinstance(y, torch.Tensor) and y.dim() == 2:  # K labels per image (MultiMNIST)
+            if y.shape[0] != x.shape[0] or y.shape[1] < 1:
+                raise ValueError(f"labels must be (B,) or (B, K) with B = {x.shape[0]}, got {tuple(y.shape)}")
+            check_labels(y.flatten(), y.numel(), self.num_classes)
+        elif y is not None:
             check_labels(y, x.shape[0], self.num_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, return_trace: bool = False) -> CapsNetOutput:
@@ -179,7 +184,9 @@ class CapsNet(nn.Module):
                 raise ``ValueError``: convert 8-bit pixels with ``x.float() / 255``. On the CPU,
                 values outside [0, 1] or not finite raise ``ValueError`` (see :meth:`check_images`).
                 ``B = 0`` gives empty outputs of the shapes :class:`CapsNetOutput` lists.
-            y: ``(B,)`` true labels; required while training with a decoder.
+            y: ``(B,)`` true labels; required while training with a decoder. ``(B, K)`` for ``K``
+                digits per image (MultiMNIST): the decoder then runs once per digit, masked by that
+                digit's label, and ``reconstructions`` is ``(B, K, C, H, W)``.
             return_trace: also return every routing iteration (and ``u_hat``).
         """
         self.check_inputs(x, y)
@@ -207,7 +214,11 @@ class CapsNet(nn.Module):
                 mask_labels = lengths.argmax(dim=1)  # (B,)
             else:
                 mask_labels = y
-            reconstructions = self.decoder(v, mask_labels)  # (B, C, H, W)
+            if mask_labels.dim() == 2:  # one reconstruction per labelled digit, each masked by its label
+                per_digit = [self.decoder(v, mask_labels[:, k]) for k in range(mask_labels.shape[1])]
+                reconstructions = torch.stack(per_digit, dim=1)  # (B, K, C, H, W)
+            else:
+                reconstructions = self.decoder(v, mask_labels)  # (B, C, H, W)
         return CapsNetOutput(
             lengths=lengths,
             poses=v,

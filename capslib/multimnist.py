@@ -30,7 +30,18 @@ import torch
 
 from .data import shift_images
 
-__all__ = ["CANVAS", "PAD", "MAX_SHIFT", "TEST_SEED", "Pairs", "make_pair", "pair_batch", "multimnist_test_set"]
+__all__ = [
+    "CANVAS",
+    "PAD",
+    "MAX_SHIFT",
+    "TEST_SEED",
+    "Pairs",
+    "make_pair",
+    "pair_batch",
+    "multimnist_test_set",
+    "both_right",
+    "at_least_one_right",
+]
 
 PAD = 4  # 28 + 2 x 4 = 36
 CANVAS = 28 + 2 * PAD
@@ -173,3 +184,26 @@ def multimnist_test_set(
     shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (first.shape[0], 2, 2), generator=generator)  # (P, 2, 2)
     pair_labels = torch.stack([labels[first], labels[second]], dim=1)  # (P, 2)
     return _combine(_place(images[first], shifts[:, 0]), _place(images[second], shifts[:, 1]), pair_labels, shifts)
+
+
+def _top_two(lengths: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if lengths.dim() != 2 or lengths.shape[1] < 2 or labels.shape != (lengths.shape[0], 2):
+        raise ValueError(
+            f"expected lengths (B, N_out >= 2) and labels (B, 2), got {tuple(lengths.shape)} and {tuple(labels.shape)}"
+        )
+    top = lengths.topk(2, dim=1).indices  # (B, 2): the two longest capsules
+    return top, labels.to(top.device)
+
+
+def both_right(lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's MultiMNIST metric: ``(B,)`` True where the two longest capsules are exactly the
+    two labels (in either order)."""
+    top, labels = _top_two(lengths, labels)
+    return torch.sort(top, dim=1).values.eq(torch.sort(labels, dim=1).values).all(dim=1)
+
+
+def at_least_one_right(lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """For context only, NOT the paper's metric: ``(B,)`` True where at least one of the two longest
+    capsules is one of the two labels."""
+    top, labels = _top_two(lengths, labels)
+    return (top.unsqueeze(2) == labels.unsqueeze(1)).any(dim=(1, 2))

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from capslib.data import mnist, shift_images, to_tensors
-from capslib.multimnist import CANVAS, MAX_SHIFT, make_pair, multimnist_test_set, pair_batch
+from capslib.multimnist import (
+    CANVAS,
+    MAX_SHIFT,
+    at_least_one_right,
+    both_right,
+    make_pair,
+    multimnist_test_set,
+    pair_batch,
+)
 
 TEST_SET_CHECKSUM = "2bf8383c18ee63910d82030bdfdcf960d4138a00226b3842ce959ed3db7a9ba0"  # labels and shifts
 
@@ -87,3 +95,32 @@ def test_shift_images_moves_each_image_by_its_own_shift():
 def test_bad_input_says_what_was_expected(test_digits, call, message):
     with pytest.raises(ValueError, match=message):
         call(*test_digits)
+
+
+def test_the_metric_wants_both_digits_and_context_counts_one():
+    lengths = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.8, 0.0], [0.1, 0.2, 0.9, 0.8]])
+    labels = torch.tensor([[1, 0], [0, 1], [0, 1]])  # either order counts
+    assert both_right(lengths, labels).tolist() == [True, False, False]
+    assert at_least_one_right(lengths, labels).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match=r"labels \(B, 2\), got \(3, 4\) and \(3,\)"):
+        both_right(lengths, labels[:, 0])
+
+
+def test_capsnet_at_36x36_routes_3200_capsules_and_reconstructs_each_digit(test_digits):
+    import capslib
+
+    images, labels = test_digits
+    torch.manual_seed(0)
+    model = capslib.CapsNet(image_shape=(1, 36, 36)).eval()
+    assert model.primary_grid == (10, 10) and model.digit_caps.weight.shape[0] == 3200  # 32 types x 10 x 10
+    pairs = pair_batch(images, labels, 3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(pairs.images, pairs.labels)
+        assert out.coupling.shape == (3, 3200, 10) and out.reconstructions.shape == (3, 2, 1, 36, 36)
+        for k in range(2):  # each reconstruction is the decoder masked by that digit's label
+            torch.testing.assert_close(out.reconstructions[:, k], model.decoder(out.poses, pairs.labels[:, k]))
+        assert model(pairs.images).reconstructions.shape == (3, 1, 36, 36)  # no labels: the predicted class
+    with pytest.raises(ValueError, match=r"labels must be \(B,\) or \(B, K\) with B = 3, got \(2, 2\)"):
+        model(pairs.images, pairs.labels[:2])
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 36, 36\), got \(3, 1, 28, 28\)"):
+        model(images[:3])

@@ -38,7 +38,8 @@ architecture drawn from ``trace_shapes``), ``plots_why`` (figures of notebook 00
 (synthetic prediction vectors for notebook 03's routing lab), ``baselines`` (the paper's baseline
 CNN and a small one), ``affine`` (affine transformations for the affNIST-style test set),
 ``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``), ``multimnist``
-(overlapping digit pairs as the authors generate them, and the fixed test set).
+(overlapping digit pairs as the authors generate them, and the fixed test set), ``robustness``
+(accuracy curves under one affine transformation at a time).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

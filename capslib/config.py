@@ -34,8 +34,8 @@ class TrainConfig:
     routing_iterations: int = 3  # routing iterations of the CapsNet fit() builds (when given no model)
     reconstruction: bool = True  # the reconstruction decoder of the CapsNet fit() builds (when given no model)
     reconstruction_weight: float = 0.0005  # reconstruction loss weight (paper: small, not to dominate the margin loss)
-    max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off)
-    dataset: str = "mnist"  # "mnist" or "fashion-mnist"
+    max_shift: int = 2  # shift augmentation of training images, in pixels (0 turns it off; multimnist: its own 4)
+    dataset: str = "mnist"  # mnist, fashion-mnist, or multimnist (pairs of overlapping digits, 36x36)
     val_size: int = 5000  # the last val_size training images validate
     train_limit: int | None = None  # use only the first N training images (quick experiments; None: all)
     device: str = "auto"  # auto: CUDA, then MPS, then CPU; or cuda, mps, cpu
@@ -81,7 +81,9 @@ class TrainConfig:
 # field's comment. These keep the names the CLI has always had; NO_FLAG fields are set from Python.
 FLAG_NAMES = {"out_dir": "--out", "reconstruction": "--decoder"}  # --decoder / --no-decoder
 NO_FLAG = ("extra",)  # a free-form dict: no sensible command-line form
-CHOICES = {"dataset": tuple(DATASETS), "model": MODEL_NAMES}
+MULTIMNIST = "multimnist"
+"""``--dataset multimnist``: pairs of overlapping MNIST digits made on the fly (:mod:`capslib.multimnist`)."""
+CHOICES = {"dataset": (*DATASETS, MULTIMNIST), "model": MODEL_NAMES}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ __all__ = [
     "check_label_range",
     "check_image_range",
     "class_scores",
+    "correct_predictions",
     "IMAGE_RANGE_TOLERANCE",
 ]
 
@@ -186,8 +187,9 @@ def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> 
     (see :func:`capslib.train.total_loss`), not here.
 
     Args:
-        reconstructions: ``(B, C, H, W)`` decoder output in [0, 1].
-        images: ``(B, C, H, W)`` the inputs, in [0, 1].
+        reconstructions: ``(B, C, H, W)`` decoder output in [0, 1]; ``(B, K, C, H, W)`` for one
+            reconstruction per digit (MultiMNIST), whose errors are summed over the ``K`` digits.
+        images: the targets, the shape of ``reconstructions``, in [0, 1].
 
     Returns:
         Scalar tensor.
@@ -209,3 +211,18 @@ def class_scores(output) -> torch.Tensor:
     """The ``(B, N_out)`` scores whose argmax is the predicted class: a CapsNet output's capsule
     lengths, or the logits a baseline CNN (:mod:`capslib.baselines`) returns as they are."""
     return output if isinstance(output, torch.Tensor) else output.lengths
+
+
+def correct_predictions(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` True where the prediction is right.
+
+    Args:
+        scores: ``(B, N_out)`` class scores (:func:`class_scores`).
+        labels: ``(B,)`` one class per image: right when it has the highest score; or ``(B, K)``
+            with ``K`` different classes per image (MultiMNIST): right only when the ``K`` highest
+            scores are exactly those classes, in any order (the paper's metric).
+    """
+    if labels.dim() == 1:
+        return scores.argmax(dim=1) == labels
+    top = scores.topk(labels.shape[1], dim=1).indices  # (B, K)
+    return torch.sort(top, dim=1).values.eq(torch.sort(labels, dim=1).values).all(dim=1)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import shift_images
+from .functional import correct_predictions
 
 __all__ = [
     "CANVAS",
@@ -38,6 +39,8 @@ __all__ = [
     "Pairs",
     "make_pair",
     "pair_batch",
+    "pairs_for",
+    "VALIDATION_SEED",
     "multimnist_test_set",
     "both_right",
     "at_least_one_right",
@@ -137,6 +140,22 @@ def _partners(labels: torch.Tensor, first: torch.Tensor, generator: torch.Genera
     return second
 
 
+def pairs_for(images: torch.Tensor, labels: torch.Tensor, first: torch.Tensor, generator: torch.Generator) -> Pairs:
+    """Pairs whose first digits are ``images[first]``, each with a drawn partner of another class
+    and drawn shifts (training: every digit of an epoch's order comes first once).
+
+    Args:
+        images: ``(N, 1, 28, 28)`` the split's digits in [0, 1]; labels: ``(N,)``.
+        first: ``(B,)`` indices of the first digits.
+        generator: a CPU ``torch.Generator``.
+    """
+    first = first.cpu()
+    second = _partners(labels, first, generator)  # (B,)
+    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (first.shape[0], 2, 2), generator=generator)  # (B, 2, 2)
+    pair_labels = torch.stack([labels[first], labels[second]], dim=1)  # (B, 2)
+    return _combine(_place(images[first], shifts[:, 0]), _place(images[second], shifts[:, 1]), pair_labels, shifts)
+
+
 def pair_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> Pairs:
     """``batch_size`` fresh random pairs drawn from ``images`` (a split of MNIST), vectorised.
 
@@ -155,12 +174,11 @@ def pair_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, gene
     if labels.unique().numel() < 2:  # no partner could ever be found
         raise ValueError("MultiMNIST pairs need digits of at least two classes, got one class only")
     first = torch.randint(images.shape[0], (batch_size,), generator=generator)  # (B,)
-    second = _partners(labels, first, generator)  # (B,)
-    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (batch_size, 2, 2), generator=generator)  # (B, 2, 2)
-    placed_first = _place(images[first], shifts[:, 0])  # (B, 1, 36, 36)
-    placed_second = _place(images[second], shifts[:, 1])  # (B, 1, 36, 36)
-    pair_labels = torch.stack([labels[first], labels[second]], dim=1)  # (B, 2)
-    return _combine(placed_first, placed_second, pair_labels, shifts)
+    return pairs_for(images, labels, first, generator)
+
+
+VALIDATION_SEED = 55_000
+"""Seed of the fixed validation pairs (made from the last 5,000 training digits)."""
 
 
 def multimnist_test_set(
@@ -178,12 +196,8 @@ def multimnist_test_set(
     _check_digits(images, labels)
     if pairs_per_digit < 1:
         raise ValueError(f"pairs_per_digit must be >= 1, got {pairs_per_digit}")
-    generator = torch.Generator().manual_seed(seed)
     first = torch.arange(images.shape[0]).repeat_interleave(pairs_per_digit)  # (P,)
-    second = _partners(labels, first, generator)  # (P,)
-    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (first.shape[0], 2, 2), generator=generator)  # (P, 2, 2)
-    pair_labels = torch.stack([labels[first], labels[second]], dim=1)  # (P, 2)
-    return _combine(_place(images[first], shifts[:, 0]), _place(images[second], shifts[:, 1]), pair_labels, shifts)
+    return pairs_for(images, labels, first, torch.Generator().manual_seed(seed))
 
 
 def _top_two(lengths: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,9 +211,9 @@ def _top_two(lengths: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 def both_right(lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The paper's MultiMNIST metric: ``(B,)`` True where the two longest capsules are exactly the
-    two labels (in either order)."""
-    top, labels = _top_two(lengths, labels)
-    return torch.sort(top, dim=1).values.eq(torch.sort(labels, dim=1).values).all(dim=1)
+    two labels (in either order); :func:`capslib.functional.correct_predictions` computes it."""
+    _, labels = _top_two(lengths, labels)  # the shape checks
+    return correct_predictions(lengths, labels)
 
 
 def at_least_one_right(lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

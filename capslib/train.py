@@ -50,11 +50,19 @@ from .checkpoints import (
     write_json_atomic,
 )
 from .compiling import compiled_or_eager
-from .config import TrainConfig, build_parser, config_from_args
+from .config import MULTIMNIST, TrainConfig, build_parser, config_from_args
 from .data import load_dataset, random_shift, split_train_val, to_tensors
 from .faults import NonFiniteLossError, StopSignals, TrainingInterrupted, non_finite_loss, reads_are_free
-from .functional import check_image_range, check_label_range, class_scores, margin_loss, reconstruction_loss
+from .functional import (
+    check_image_range,
+    check_label_range,
+    class_scores,
+    correct_predictions,
+    margin_loss,
+    reconstruction_loss,
+)
 from .model import CapsNet
+from .multimnist import CANVAS, VALIDATION_SEED, multimnist_test_set, pairs_for
 from .pretrained import model_from_config
 from .utils import eval_mode, get_device, seed_everything
 
@@ -95,6 +103,7 @@ def train_step(
     reconstruction_weight: float = 0.0005,
     micro_batch: int | None = None,
     amp: bool = False,
+    targets: torch.Tensor | None = None,
 ) -> dict:
     """One optimizer step on a batch: forward, margin + reconstruction loss, backward, step.
 
@@ -105,8 +114,10 @@ def train_step(
 
     Args:
         model: ``model(x, y)`` returns ``lengths`` ``(B, N_out)`` and ``reconstructions`` (or None).
-        images: ``(B, C, H, W)``; labels: ``(B,)``.
+        images: ``(B, C, H, W)``; labels: ``(B,)``, or ``(B, K)`` for ``K`` digits per image (MultiMNIST).
         amp: bf16 autocast (CUDA).
+        targets: what the decoder must redraw: None for the images themselves; ``(B, K, C, H, W)``,
+            each digit on its own, with ``(B, K)`` labels.
 
     Returns:
         ``loss``, ``margin``, ``reconstruction`` (batch means) and ``correct`` (count), detached
@@ -122,15 +133,16 @@ def train_step(
     size = micro_batch or batch
     optimizer.zero_grad(set_to_none=True)
     sums = torch.zeros(4, device=labels.device)  # loss, margin, reconstruction (batch means), correct
-    chunks = zip(images.split(size), labels.split(size), strict=True)  # ((b, C, H, W), (b,)) slices
-    for x, y in chunks:
+    wanted = (images if targets is None else targets).split(size)  # what each slice's decoder must redraw
+    chunks = zip(images.split(size), labels.split(size), wanted, strict=True)  # ((b, C, H, W), (b,), ...) slices
+    for x, y, t in chunks:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             output = model(x, y)  # decoder masked with the TRUE label
-        loss, margin, recon = total_loss(output, x, y, reconstruction_weight)
+        loss, margin, recon = total_loss(output, t, y, reconstruction_weight)
         share = len(y) / batch
         (loss * share if share != 1 else loss).backward()
         with torch.no_grad():
-            correct = (class_scores(output).argmax(dim=1) == y).sum()
+            correct = correct_predictions(class_scores(output), y).sum()
             sums += torch.stack([loss * share, margin * share, recon * share, correct.float()])
     if reads_are_free(sums) and not torch.isfinite(sums[:3]).all():
         optimizer.zero_grad(set_to_none=True)
@@ -254,9 +266,17 @@ def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict |
         if checkpoint is not None and "model_config" in checkpoint:
             model = model_from_config(checkpoint["model_config"])
         elif config.model in BASELINES:
+            if config.dataset == MULTIMNIST:
+                raise ValueError(
+                    f"--dataset {MULTIMNIST} trains a CapsNet (two digits need two long capsules); "
+                    f"got --model {config.model}"
+                )
             model = baseline_cnn(config.model)
         else:
-            model = CapsNet(routing_iterations=config.routing_iterations, reconstruction=config.reconstruction)
+            shape = (1, CANVAS, CANVAS) if config.dataset == MULTIMNIST else (1, 28, 28)
+            model = CapsNet(
+                image_shape=shape, routing_iterations=config.routing_iterations, reconstruction=config.reconstruction
+            )
     if config.init_from and checkpoint is None:
         model.load_state_dict(initial_weights(config.init_from), strict=True)
     return model
@@ -272,13 +292,21 @@ class Data(NamedTuple):
 
 
 def load_data(train_set, val_set, config: TrainConfig, num_classes: int | None, device: torch.device) -> Data:
-    """Both sets as tensors (loading ``config.dataset`` when either is None), images and labels range-checked."""
+    """Both sets as tensors (loading ``config.dataset`` when either is None), images and labels range-checked.
+
+    For MultiMNIST the training tensors are the digits ``(N, 1, 28, 28)`` that pairs are made of
+    (on the CPU, where :func:`capslib.multimnist.pairs_for` makes them), and the validation set is
+    the fixed pairs ``(N_val, 1, 36, 36)`` made from the validation digits, labels ``(N_val, 2)``."""
     if train_set is None or val_set is None:
-        train_set, val_set = split_train_val(load_dataset(config.dataset, train=True), config.val_size)
+        source = "mnist" if config.dataset == MULTIMNIST else config.dataset
+        train_set, val_set = split_train_val(load_dataset(source, train=True), config.val_size)
     train_x, train_y = to_tensors(train_set)  # (N, C, H, W), (N,)
     if config.train_limit:
         train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
     val_x, val_y = to_tensors(val_set)  # (N_val, C, H, W), (N_val,)
+    if config.dataset == MULTIMNIST:
+        fixed = multimnist_test_set(val_x, val_y, seed=VALIDATION_SEED)  # the same pairs every epoch
+        val_x, val_y = fixed.images, fixed.labels  # (N_val, 1, 36, 36), (N_val, 2)
     # Every image and label is checked once, here on the CPU, before any training: a bad one fails
     # now, not mid-epoch, and the steps need no check of their own (on a GPU, a synchronisation each).
     check_image_range(train_x, name="training set images")
@@ -288,7 +316,10 @@ def load_data(train_set, val_set, config: TrainConfig, num_classes: int | None, 
         check_label_range(val_y, num_classes, name="validation set labels")
     data = Data(train_x, train_y, val_x, val_y)
     if device.type != "cpu":  # the whole dataset fits on any GPU: no loader in the hot loop
-        data = Data(*(t.to(device) for t in data))
+        on_device = [t.to(device) for t in data]
+        if config.dataset == MULTIMNIST:  # pairs are made on the CPU from the digits
+            on_device[:2] = train_x, train_y
+        data = Data(*on_device)
     return data
 
 
@@ -402,13 +433,19 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
     shown_at = -math.inf
     for batch_index in bar:
         idx = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]  # (B,)
-        x = data.train_x[idx.to(data.train_x.device)]  # (B, C, H, W)
-        y = data.train_y[idx.to(data.train_y.device)]  # (B,)
-        if config.max_shift:
-            x = random_shift(x, config.max_shift, generator=generator)
+        targets = None
+        if config.dataset == MULTIMNIST:  # each digit of the batch first, with a drawn partner and shifts
+            pairs = pairs_for(data.train_x, data.train_y, idx, generator)
+            x, y = pairs.images, pairs.labels  # (B, 1, 36, 36), (B, 2)
+            targets = torch.stack([pairs.first, pairs.second], dim=1).to(session.device)  # (B, 2, 1, 36, 36)
+        else:
+            x = data.train_x[idx.to(data.train_x.device)]  # (B, C, H, W)
+            y = data.train_y[idx.to(data.train_y.device)]  # (B,)
+            if config.max_shift:
+                x = random_shift(x, config.max_shift, generator=generator)
         x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
         try:
-            stats = session.step(x, y)
+            stats = session.step(x, y, targets=targets)
         except NonFiniteLossError:  # train_step's check on the CPU: the step was not taken
             raise non_finite(batch_index, skipped=True) from None
         if run.ema is not None:
@@ -439,12 +476,13 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """Fraction correct over ALL of ``images`` ``(N, C, H, W)`` (eval mode, no augmentation)."""
+    """Fraction correct over ALL of ``images`` ``(N, C, H, W)`` (eval mode, no augmentation); with
+    ``(N, K)`` labels, both (all K) digits right (:func:`capslib.functional.correct_predictions`)."""
     correct = 0
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x, y = images[start : start + batch_size], labels[start : start + batch_size]  # (B, C, H, W), (B,)
-            correct += (class_scores(model(x)).argmax(dim=1) == y).sum().item()
+            correct += correct_predictions(class_scores(model(x)), y).sum().item()
     return correct / len(images)
 
 

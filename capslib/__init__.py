@@ -39,7 +39,8 @@ architecture drawn from ``trace_shapes``), ``plots_why`` (figures of notebook 00
 CNN and a small one), ``affine`` (affine transformations for the affNIST-style test set),
 ``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``), ``multimnist``
 (overlapping digit pairs as the authors generate them, and the fixed test set), ``robustness``
-(accuracy curves under one affine transformation at a time).
+(accuracy curves under one affine transformation at a time), ``distributed`` (``torchrun`` +
+``DistributedDataParallel``: shares of each batch, one stop decision, rank 0 writes).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

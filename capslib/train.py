@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -52,6 +54,7 @@ from .checkpoints import (
 from .compiling import compiled_or_eager
 from .config import MULTIMNIST, TrainConfig, build_parser, config_from_args
 from .data import load_dataset, random_shift, split_train_val, to_tensors
+from .distributed import World, agree, device_for, join, leave, share, sum_across, world_from_env
 from .faults import NonFiniteLossError, StopSignals, TrainingInterrupted, non_finite_loss, reads_are_free
 from .functional import (
     check_image_range,
@@ -182,10 +185,24 @@ def fit(
         the averaged model, whose weights validated and went into ``best.pt``).
     """
     config = with_overrides(config, overrides)  # a copy: the caller's config is never changed
+    world = world_from_env()  # torchrun's processes (capslib.distributed); one process: World()
+    check_world(config, world)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # left by a write that was killed; never a checkpoint
-    config, device = set_up_device(config)
+    if world.is_main:
+        remove_stale_temporaries(out_dir)  # left by a write that was killed; never a checkpoint
+    config, device = set_up_device(config, world)
+    joined = join(world, device)
+    try:
+        return _fit(model, train_set, val_set, config, resume, world, device)
+    finally:
+        if joined:
+            leave()
+
+
+def _fit(model, train_set, val_set, config: TrainConfig, resume: bool, world: World, device: torch.device) -> dict:
+    """:func:`fit` once the settings, the device and the process group are set up."""
+    out_dir = Path(config.out_dir)
     checkpoint = load_last(out_dir) if resume else None
     if checkpoint is not None:
         config = with_resumed_settings(config, checkpoint["config"])
@@ -193,10 +210,13 @@ def fit(
     model = build_model(model, config, checkpoint).to(device)
     data = load_data(train_set, val_set, config, getattr(model, "num_classes", None), device)
     run = start_run(model, config, checkpoint)
-    if checkpoint is not None:
+    if world.rank > 0:  # the saved sums are all processes' (rank 0 saved them); they count once
+        run.partial_epoch = {}
+    if checkpoint is not None and world.is_main:
         print(f"resuming {out_dir / 'last.pt'}: {_position(run, config, len(data.train_x))}", flush=True)
-    write_json_atomic(asdict(config), out_dir / "config.json")
-    session = open_session(run, config, device)
+    if world.is_main:
+        write_json_atomic(asdict(config), out_dir / "config.json")
+    session = open_session(run, config, device, world)
 
     # SIGINT and SIGTERM stop the loop after the batch under way, checkpointed (capslib.faults).
     with StopSignals() as session.signals, closing(session):
@@ -208,11 +228,16 @@ def fit(
             val_accuracy = accuracy(run.eval_model, data.val_x, data.val_y, config.eval_batch_size)
             record = epoch_record(run, sums, val_accuracy, len(data.val_x), time.monotonic() - epoch_start)
             end_epoch(run, record, config, session, data.val_x)
+            if world.distributed:  # a signal may have reached some processes during validation
+                session.agreed_stop = agree([session.stopped], world, device)[0]
             if session.stopped:
                 break
-    if session.signals.received is not None and run.epoch < config.epochs:
+    signum = session.signals.received
+    if signum is None and session.agreed_stop and not session.stop_after_reached:
+        signum = signal.SIGTERM  # under torchrun: another process was signalled, and this one stopped with it
+    if signum is not None and run.epoch < config.epochs:
         where = f"stopped at {_position(run, config, len(data.train_x))}; saved {out_dir / 'last.pt'}"
-        raise TrainingInterrupted(session.signals.received, where)
+        raise TrainingInterrupted(signum, where)
     return {
         "history": run.history,
         "best_val_accuracy": run.best_val_accuracy,
@@ -237,11 +262,26 @@ def with_overrides(config: TrainConfig | None, overrides: dict) -> TrainConfig:
     return config
 
 
-def set_up_device(config: TrainConfig) -> tuple[TrainConfig, torch.device]:
-    """Set the CPU threads; pick the device. The returned config records the threads used."""
+def check_world(config: TrainConfig, world: World) -> None:
+    """``ValueError`` for settings a run on several processes cannot honour."""
+    if not world.distributed:
+        return
+    if config.batch_size % world.size:
+        suggestion = config.batch_size // world.size * world.size or world.size
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the world size {world.size}: every process "
+            f"trains on an equal share of each batch (e.g. --batch-size {suggestion})"
+        )
+    if config.compile:
+        raise ValueError("--compile is not supported under torchrun yet: drop --compile or run one process")
+
+
+def set_up_device(config: TrainConfig, world: World | None = None) -> tuple[TrainConfig, torch.device]:
+    """Set the CPU threads; pick the device (under torchrun: this process's GPU, or the CPU). The
+    returned config records the threads used."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = get_device(config.device)
+    device = device_for(world, config.device) if world is not None and world.distributed else get_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     return replace(config, threads=torch.get_num_threads()), device
@@ -350,21 +390,32 @@ class Session:
     batches: int = 0  # batches run in this call
     last_save: float = field(default_factory=time.monotonic)  # when last.pt was last written
     signals: StopSignals | None = None  # SIGINT/SIGTERM received while training
+    world: World = field(default_factory=World)  # the processes of the run (torchrun), one by default
+    agreed_stop: bool = False  # under torchrun: some process asked to stop, so all stop here
+
+    @property
+    def stop_after_reached(self) -> bool:
+        return self.stop_after is not None and self.batches >= self.stop_after
 
     @property
     def stopped(self) -> bool:
-        """stop_after_batches reached, or a signal asked to stop."""
+        """stop_after_batches reached, or a signal asked to stop (under torchrun: on any process)."""
         signalled = self.signals is not None and self.signals.received is not None
-        return signalled or (self.stop_after is not None and self.batches >= self.stop_after)
+        return self.agreed_stop or signalled or self.stop_after_reached
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Session:
-    """The training step as configured (compiled, micro-batched, autocast) and the TensorBoard writer."""
-    step_model = compiled_or_eager(run.model, enabled=config.compile)  # shares run.model's parameters
+def open_session(run: RunState, config: TrainConfig, device: torch.device, world: World | None = None) -> Session:
+    """The training step as configured (compiled, micro-batched, autocast; under torchrun through
+    ``DistributedDataParallel``) and, on rank 0, the TensorBoard writer."""
+    world = world or World()
+    if world.distributed:  # averages the gradients over the processes; shares run.model's parameters
+        step_model = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        step_model = compiled_or_eager(run.model, enabled=config.compile)  # shares run.model's parameters
     step = functools.partial(
         train_step,
         step_model,
@@ -374,7 +425,7 @@ def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Se
         amp=config.amp and device.type == "cuda",
     )
     writer = None
-    if config.tensorboard:
+    if config.tensorboard and world.is_main:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(Path(config.out_dir) / "tb"))
@@ -385,6 +436,7 @@ def open_session(run: RunState, config: TrainConfig, device: torch.device) -> Se
         writer=writer,
         save_every=config.checkpoint_minutes * 60,
         stop_after=config.stop_after_batches,
+        world=world,
     )
 
 
@@ -406,7 +458,14 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
     Raises:
         NonFiniteLossError: for a NaN or infinite loss, before any checkpoint holds its weights.
     """
-    epoch, num_batches = run.epoch, math.ceil(len(data.train_x) / config.batch_size)
+    world = session.world
+    # Under torchrun every batch is cut into equal shares, so an epoch's last, incomplete batch is dropped.
+    whole = (
+        (len(data.train_x) // config.batch_size)
+        if world.distributed
+        else math.ceil(len(data.train_x) / config.batch_size)
+    )
+    epoch, num_batches = run.epoch, max(whole, 1)
     generator = _epoch_generator(config.seed, epoch)
     order = torch.randperm(len(data.train_x), generator=generator)  # (N,)
     first_batch = run.batch_index
@@ -427,7 +486,7 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
         initial=first_batch,
         total=num_batches,
         desc=f"epoch {epoch + 1}/{config.epochs}",
-        disable=not config.progress,
+        disable=not (config.progress and world.is_main),
         leave=False,
     )
     shown_at = -math.inf
@@ -443,6 +502,10 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
             y = data.train_y[idx.to(data.train_y.device)]  # (B,)
             if config.max_shift:
                 x = random_shift(x, config.max_shift, generator=generator)
+        if world.distributed:  # every process made the same global batch; each trains on its share
+            mine = share(len(y), world)
+            x, y = x[mine], y[mine]
+            targets = targets[mine] if targets is not None else None
         x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
         try:
             stats = session.step(x, y, targets=targets)
@@ -463,16 +526,19 @@ def train_one_epoch(run: RunState, data: Data, config: TrainConfig, session: Ses
             session.writer.add_scalar(f"loss/{getattr(run.model, 'loss_name', 'margin')}", stats["margin"].item(), step)
             session.writer.add_scalar("loss/reconstruction", stats["reconstruction"].item(), step)
         due = time.monotonic() - session.last_save > session.save_every
+        if world.distributed:  # one decision for all processes, or some would wait for the others forever
+            session.agreed_stop, due = agree([session.stopped, due], world, session.device)
         if (due or session.stopped) and not last:
             run.batch_index, run.generator_state = batch_index + 1, generator.get_state()
-            run.partial_epoch = read()
-            save_run(run, config, session.out_dir)
+            run.partial_epoch = sum_across(read(), world, session.device)
+            if world.is_main:
+                save_run(run, config, session.out_dir)
             session.last_save = time.monotonic()
             if session.stopped:
                 bar.close()
                 return None
     bar.close()
-    return read()
+    return sum_across(read(), world, session.device)
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
@@ -510,8 +576,10 @@ def end_epoch(run: RunState, record: dict, config: TrainConfig, session: Session
     if improved:
         run.best_val_accuracy, run.best_epoch = record["val_accuracy"], record["epoch"]
     run.epoch, run.batch_index, run.generator_state, run.partial_epoch = run.epoch + 1, 0, None, {}
-    save_run(run, config, session.out_dir, best=improved)
     session.last_save = time.monotonic()
+    if not session.world.is_main:  # rank 0 writes the files and the line
+        return
+    save_run(run, config, session.out_dir, best=improved)
     write_json_atomic(run.history, session.out_dir / "history.json")
     if session.writer is not None:
         _log_epoch(session.writer, run.eval_model, record, val_x)
@@ -565,11 +633,15 @@ def _log_epoch(writer, model: nn.Module, record: dict, val_x: torch.Tensor) -> N
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    main_process = world_from_env().is_main  # under torchrun, rank 0 speaks for all
     try:
         result = fit(config=config_from_args(args), resume=args.resume)
     except TrainingInterrupted as stop:  # SIGINT/SIGTERM: one line, not a traceback
-        print(f"{stop}; continue with: {resume_command(argv, args.out_dir)}", file=sys.stderr, flush=True)
+        if main_process:
+            print(f"{stop}; continue with: {resume_command(argv, args.out_dir)}", file=sys.stderr, flush=True)
         raise SystemExit(stop.exit_status) from None
+    if not main_process:
+        return result
     print(
         f"best validation accuracy {result['best_val_accuracy']:.4f} at epoch {result['best_epoch']}; "
         f"checkpoints in {result['out_dir']} (best.pt, last.pt)"

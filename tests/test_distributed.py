@@ -1,0 +1,109 @@
+"""torchrun + DistributedDataParallel on the CPU (gloo, 2 processes): the same run as one process,
+rank 0 alone writes, a stopped run resumes, and bad worlds are refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import capslib
+from capslib.distributed import World, share, world_from_env
+from capslib.train import TrainConfig, check_world, main
+
+REPO = Path(__file__).resolve().parent.parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+RUN = [
+    "--train-limit",
+    "64",
+    "--val-size",
+    "100",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--seed",
+    "3",
+    "--no-tensorboard",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--checkpoint-minutes",
+    "60",
+]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.run(
+        [*TORCHRUN, "-m", "capslib.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def distributed_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    done = torchrun(*RUN, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_two_processes_train_the_same_model_as_one(distributed_run, tmp_path):
+    out, done = distributed_run
+    assert done.stdout.count("best validation accuracy") == 1  # rank 0 speaks for both
+    assert done.stdout.count("epoch   2/2") == 1
+    main([*RUN, "--out", str(tmp_path / "one")])  # the same settings in this single process
+    two, one = weights(out / "last.pt"), weights(tmp_path / "one" / "last.pt")
+    assert two.keys() == one.keys() and not any(key.startswith("module.") for key in two)
+    for key in one:  # gradients averaged over two halves of each batch = the whole batch's, to rounding
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    history_two = torch.load(out / "last.pt", weights_only=True)["history"]
+    history_one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["history"]
+    assert [h["val_accuracy"] for h in history_two] == [h["val_accuracy"] for h in history_one]
+    assert [round(h["train_loss"], 4) for h in history_two] == [round(h["train_loss"], 4) for h in history_one]
+    assert isinstance(capslib.load_checkpoint(out / "best.pt"), capslib.CapsNet)  # the plain model's checkpoint
+
+
+def test_a_stopped_distributed_run_resumes_exactly(distributed_run, tmp_path):
+    out, _ = distributed_run
+    stopped = torchrun(*RUN, "--out", str(tmp_path), "--stop-after-batches", "3")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["batch_index"] == 3
+    resumed = torchrun(*RUN, "--out", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming") == 1
+    straight, again = weights(out / "last.pt"), weights(tmp_path / "last.pt")
+    for key in straight:
+        torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_world_that_does_not_divide_the_batch_is_refused():
+    with pytest.raises(ValueError, match=r"batch_size 15 must be a multiple of the world size 2.*--batch-size 14"):
+        check_world(TrainConfig(batch_size=15), World(rank=0, size=2))
+    with pytest.raises(ValueError, match="--compile is not supported under torchrun"):
+        check_world(TrainConfig(batch_size=16, compile=True), World(rank=1, size=2))
+    check_world(TrainConfig(batch_size=15), World())  # one process: anything goes
+
+
+def test_each_process_takes_its_own_share_and_the_environment_is_read(monkeypatch):
+    assert [share(16, World(rank=r, size=4)) for r in range(4)] == [
+        slice(0, 4),
+        slice(4, 8),
+        slice(8, 12),
+        slice(12, 16),
+    ]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert world_from_env() == World(rank=1, size=2, local_rank=1)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="expected 0 <= RANK < WORLD_SIZE, got RANK=2, WORLD_SIZE=2"):
+        world_from_env()

@@ -29,7 +29,7 @@ from .data import load_dataset, to_tensors
 from .functional import check_image_range, check_label_range, class_scores
 from .utils import eval_mode, get_device
 
-__all__ = ["Evaluation", "evaluate", "TEST_SLICE", "PRETRAINED_OUT", "main"]
+__all__ = ["Evaluation", "evaluate", "MultiEvaluation", "evaluate_multimnist", "TEST_SLICE", "PRETRAINED_OUT", "main"]
 
 TEST_SLICE = 2000
 """The fixed test slice (the first 2,000 test images) whose error count the model card records."""
@@ -135,6 +135,63 @@ def evaluate(
     )
 
 
+@dataclass
+class MultiEvaluation:
+    """Result of :func:`evaluate_multimnist`.
+
+    Attributes:
+        both_right: the paper's metric: the fraction of pairs whose two longest capsules are
+            exactly the two labels.
+        at_least_one_right: for context only: at least one of the two longest capsules is a label.
+        total: pairs evaluated.
+        lengths: ``(total, N_out)`` capsule lengths; labels: ``(total, 2)``.
+    """
+
+    both_right: float
+    at_least_one_right: float
+    total: int
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+    def summary(self) -> str:
+        return (
+            f"MultiMNIST both digits right {100 * self.both_right:.2f}% of {self.total} pairs "
+            f"(error {100 * (1 - self.both_right):.2f}%); at least one right {100 * self.at_least_one_right:.2f}%"
+        )
+
+
+def evaluate_multimnist(
+    model: torch.nn.Module, pairs=None, batch_size: int = 500, limit: int | None = None, progress: bool = True
+) -> MultiEvaluation:
+    """Score ``model`` on MultiMNIST pairs (default: the fixed test set, 10,000 pairs) in eval mode.
+
+    Args:
+        model: a CapsNet taking 36x36 images.
+        pairs: a :class:`capslib.multimnist.Pairs`; None makes :func:`capslib.multimnist.multimnist_test_set`.
+        limit: only the first ``limit`` pairs.
+    """
+    from .multimnist import at_least_one_right, both_right, multimnist_test_set
+
+    if pairs is None:
+        pairs = multimnist_test_set(*to_tensors(load_dataset("mnist", train=False)))
+    images, labels = pairs.images[:limit], pairs.labels[:limit]  # (N, 1, 36, 36), (N, 2)
+    if len(images) == 0:
+        raise ValueError("evaluate_multimnist got no pairs: an accuracy over nothing is undefined")
+    device = next(model.parameters()).device
+    scores = []
+    with eval_mode(model), torch.no_grad():
+        for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress, leave=False):
+            scores.append(class_scores(model(images[start : start + batch_size].to(device))).float().cpu())
+    lengths = torch.cat(scores)  # (N, N_out)
+    return MultiEvaluation(
+        both_right=float(both_right(lengths, labels).double().mean()),
+        at_least_one_right=float(at_least_one_right(lengths, labels).double().mean()),
+        total=len(labels),
+        lengths=lengths,
+        labels=labels,
+    )
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(
@@ -189,6 +246,12 @@ def main(argv: list[str] | None = None) -> Evaluation:
     p.add_argument("--export", default=None, metavar="DIR", help="also write a half-precision model + card here")
     p.add_argument("--commit", default=None, help="commit to record in the card (default: git HEAD)")
     p.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=("mnist", "multimnist"),
+        help="mnist: the 10,000 test images; multimnist: the fixed 10,000 test pairs (both digits must be right)",
+    )
+    p.add_argument(
         "--name",
         default=PRETRAINED_NAME,
         help="the shipped model that 'pretrained' means (e.g. cnn_baseline_mnist), and the name --export writes",
@@ -209,6 +272,11 @@ def main(argv: list[str] | None = None) -> Evaluation:
         figure = Path(args.figure)
 
     start = time.monotonic()
+    if args.dataset == "multimnist":
+        scored = evaluate_multimnist(model, batch_size=args.batch_size)
+        print(scored.summary())
+        print(f"({time.monotonic() - start:.1f}s on {_hardware(device)})")
+        return scored
     result = evaluate(model, device=device, batch_size=args.batch_size)
     print(result.summary())
     print(f"({time.monotonic() - start:.1f}s on {_hardware(device)})")

@@ -124,3 +124,22 @@ def test_capsnet_at_36x36_routes_3200_capsules_and_reconstructs_each_digit(test_
         model(pairs.images, pairs.labels[:2])
     with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 36, 36\), got \(3, 1, 28, 28\)"):
         model(images[:3])
+
+
+def test_evaluate_multimnist_scores_both_digits(test_digits):
+    import capslib
+    from capslib.evaluate import evaluate_multimnist
+
+    images, labels = test_digits
+    torch.manual_seed(0)
+    model = capslib.CapsNet(image_shape=(1, 36, 36), conv_channels=16, num_types=4, in_dim=8, out_dim=8)
+    pairs = multimnist_test_set(images[:40], labels[:40])
+    scored = evaluate_multimnist(model, pairs, batch_size=16, progress=False)
+    with torch.no_grad():
+        lengths = model.eval()(pairs.images).lengths
+    assert scored.total == 40
+    assert scored.both_right == pytest.approx(float(both_right(lengths, pairs.labels).double().mean()))
+    assert scored.at_least_one_right >= scored.both_right
+    assert "both digits right" in scored.summary()
+    with pytest.raises(ValueError, match="no pairs"):
+        evaluate_multimnist(model, pairs, limit=0, progress=False)

@@ -3,7 +3,7 @@ without the reconstruction loss, and a baseline CNN, all trained with one recipe
 several seeds, evaluated on all 10,000 MNIST test images (never augmented) and on the fixed
 affine test set (:func:`capslib.data.affine_mnist`).
 
-    python -m capslib.ablation --out results/ablation --epochs 3 --seeds 0 1 2
+    python -m capslib.ablation --out results/ablation --checkpoints runs/ablation --epochs 3 --seeds 0 1 2
 
 Every run is selected on validation only: :func:`capslib.train.fit` keeps the epoch with the best
 validation accuracy in ``best.pt`` (ties: the earlier epoch, since only a strictly better one
@@ -72,14 +72,21 @@ RESULT_KEYS = ("variant", "seed", "test_accuracy", "test_errors", "test_images",
 
 
 def run_variant(
-    variant: Variant, seed: int, recipe: TrainConfig, out: Path, affine_set=None, test_limit: int | None = None
+    variant: Variant,
+    seed: int,
+    recipe: TrainConfig,
+    out: Path,
+    affine_set=None,
+    test_limit: int | None = None,
+    checkpoints: Path | None = None,
 ) -> dict:
     """Train ``variant`` with ``recipe`` and ``seed`` (resuming its own ``last.pt`` if one is
     there), test the best-validating checkpoint, write and return its raw result.
 
     ``test_limit`` tests only the first images (a smoke test's budget; the result records how
-    many); None tests all 10,000."""
-    run_dir = out / "checkpoints" / f"{variant.name}_seed{seed}"
+    many); None tests all 10,000. The run's checkpoints go to ``checkpoints`` (default
+    ``<out>/checkpoints``), its result to ``<out>/runs/``."""
+    run_dir = (checkpoints or out / "checkpoints") / f"{variant.name}_seed{seed}"
     config = TrainConfig(
         **{
             **asdict(recipe),
@@ -195,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Table 1 of Sabour et al. 2017 measured here: every variant, several seeds, one recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", default="results/ablation", help="results folder (runs/, checkpoints/, summary.*)")
+    parser.add_argument("--out", default="results/ablation", help="results folder (runs/*.json, summary.*)")
+    parser.add_argument(
+        "--checkpoints", default=None, help="where the runs' checkpoints go (default: <out>/checkpoints; ~100 MB a run)"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -239,7 +249,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{name} seed {seed}: done already (delete its runs/*.json to redo it)", flush=True)
                 continue
             print(f"{name} seed {seed}: training", flush=True)
-            result = run_variant(VARIANTS[name], seed, recipe, out, affine_set, args.test_limit)
+            checkpoints = Path(args.checkpoints) if args.checkpoints else None
+            result = run_variant(VARIANTS[name], seed, recipe, out, affine_set, args.test_limit, checkpoints)
             print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
     rows = summarize(load_results(out))
     command = shlex.join(["python", "-m", "capslib.ablation", *argv])

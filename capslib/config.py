@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="python -m capslib.train",
-        description="Train CapsNet (Sabour et al. 2017) on MNIST or Fashion-MNIST; resumable.",
+        description="Train CapsNet (Sabour et al. 2017) or a baseline CNN on MNIST, Fashion-MNIST or MultiMNIST; "
+        "resumable; under torchrun, on several processes (DistributedDataParallel).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults, types, comments = TrainConfig(), typing.get_type_hints(TrainConfig), _field_comments(TrainConfig)

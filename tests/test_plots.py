@@ -69,6 +69,49 @@ def test_routing_and_coupling_plots(model, images):
     plots_trained.plot_coupling_types(maps, class_index=3)
 
 
+def test_routing_iterations_use_fixed_scales(model, images):
+    """The mean-coupling colours are fixed around 1/N_out and the axes fixed across iteration counts."""
+    short = model(images, return_trace=True).trace  # 3 iterations
+    fig = plots.plot_routing_iterations(short, example=1, max_iterations=10)
+    lengths, coupling, histogram = fig.axes[:3]
+    norm = coupling.images[0].norm
+    assert (norm.vmin, norm.vcenter, norm.vmax) == (0.0, 0.1, 0.2)  # white = uniform 1/10
+    assert lengths.get_xlim() == (0.5, 10.5) and coupling.get_ylim() == (10.5, 0.5)
+    assert histogram.get_xlim() == (0.0, 1.0) and histogram.get_ylim() == (0.8, 1152 * 1.5)
+    assert "fixed scale 0 .. 0.2" in fig.axes[3].get_ylabel()
+    assert "white = uniform 1/N_out = 0.1" in coupling.get_title()
+    zoomed = plots.plot_routing_iterations(short, coupling_limits=(0.05, 0.15))
+    assert zoomed.axes[1].images[0].norm.vmax == 0.15
+
+
+def test_routing_lab_plot_keeps_axes_and_colours_fixed():
+    from capslib.routing_lab import synthetic_votes
+
+    u_hat, membership = synthetic_votes(num_out=2, cluster_size=4, num_scattered=6, seed=1)
+    result = capslib.dynamic_routing(u_hat, iterations=4, return_trace=True)
+    limits = set()
+    for iteration in (1, 4):
+        fig = plots.plot_routing_lab(result, iteration, membership)
+        assert len(fig.axes) == 4  # 2 outputs, the coupling over iterations, the colour bar
+        limits.add((fig.axes[0].get_xlim(), fig.axes[1].get_ylim()))
+        bar = fig.axes[-1]
+        assert bar.get_ylim() == (0.0, 1.0) and "fixed scale 0 .. 1" in bar.get_ylabel()
+        assert fig.axes[2].get_ylim() == (0.0, 1.0)
+    assert len(limits) == 1  # the same axes at every iteration
+    u_hat3, membership3 = synthetic_votes(num_out=3, dim=3, cluster_size=3, num_scattered=2)
+    plots.plot_routing_lab(capslib.dynamic_routing(u_hat3, 2, return_trace=True), 2, membership3)
+
+
+def test_coupling_polarisation_plot(model, images):
+    from capslib.routing_stats import route_with_agreement_scale
+
+    with torch.no_grad():
+        u_hat = model.digit_caps.prediction_vectors(model.primary_caps(torch.relu(model.conv1(images[:1]))))
+    fig = plots.plot_coupling_polarisation(route_with_agreement_scale(u_hat, 3, 100.0).trace, title="x100")
+    assert fig.axes[0].get_xlim() == (0.0, 1.0)
+    assert [ax.images[0].get_clim() for ax in fig.axes[1:4]] == [(0.0, 1.0)] * 3
+
+
 def test_mistakes_and_confusion(images):
     labels, predictions = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 7, 3, 0])
     fig = plots_trained.plot_mistakes(images, labels, predictions, lengths=torch.rand(4, 10))
@@ -118,11 +161,17 @@ def test_bad_indices_and_sizes_raise_value_errors(model):
     trace = model(image[None], return_trace=True).trace
     maps = interpret.coupling_maps(model, image, iterations=2)
     pose = torch.rand(16)
+    lab = capslib.dynamic_routing(torch.rand(1, 4, 2, 2), iterations=2, return_trace=True)
     cases = [
         (lambda: plots.plot_images(torch.rand(4, 1, 28, 28), captions=["a"]), "one caption per image"),
         (lambda: plots.plot_routing_iterations(trace, example=1), r"example must lie in \[0, 1\)"),
         (lambda: plots.plot_routing_iterations(trace, target=10), r"target must lie in \[0, 10\)"),
         (lambda: plots.plot_routing_iterations([]), "trace is empty"),
+        (lambda: plots.plot_routing_iterations(trace, max_iterations=2), r"max_iterations must be >= the trace's 3"),
+        (lambda: plots.plot_routing_iterations(trace, coupling_limits=(0.2, 0.3)), r"must enclose 1/N_out = 0.1"),
+        (lambda: plots.plot_routing_lab(lab, iteration=0), r"iteration must be an integer in \[1, 2\], got 0"),
+        (lambda: plots.plot_routing_lab(lab, 1, membership=torch.zeros(3)), r"membership must have shape \(N_in,\)"),
+        (lambda: plots.plot_coupling_polarisation([]), "trace is empty"),
         (lambda: plots_trained.plot_coupling(model, image, class_index=-1), r"class_index must lie in \[0, 10\)"),
         (lambda: plots_trained.plot_coupling_types(maps, class_index=10), r"class_index must lie in \[0, 10\)"),
         (

@@ -36,11 +36,21 @@ VIEWPORT = {"width": 1400, "height": 1000}
 # ends (0: minimum, 1: maximum); notebooks not listed: the first slider of their last panel. Every
 # slider a notebook adds for a new lesson belongs here.
 SLIDERS_OF = {
+    "00_why_capsules": [
+        ("shift (px)", 0.8),  # the shifted digit and its features: 0 -> 1 -> 6 -> 4
+        ("rotation (deg)", 0.3),  # the rotated digit: 0 -> 5 -> 60 -> -25
+    ],
     "03_dynamic_routing": [
+        ("iteration r", 0.5),  # the routing lab's iteration: 6 (its maximum) -> 5 -> 1 -> 3 or 4
+        ("cluster size", 0.3),  # the lab's agreeing votes per output: 6 -> 7 -> 12 -> 4
+        ("noise", 0.6),  # the lab's spread of a cluster: 0.2 -> 0.25 -> 1.5 -> 0.9
+        ("vote length", 0.3),  # the lab's vote length (log scale): 1 -> 1.12 -> 3.16 -> 0.13
         ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
+        ("agreement x", 0.5),  # the agreement-scaling exploration (not the paper's): 30 -> ... -> 1000 -> 32
     ],
     "06_coupling_coefficients": [
         ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
+        ("agreement x", 0.5),  # the agreement-scaling exploration (not the paper's): 1 -> 3 -> 1000 -> 30
     ],
     # the capsule-dimension slider of the dimension with the largest effect (the notebook prints
     # "dimensions by effect: [...]"; d0 if it does not): +0.25 -> -0.20
@@ -230,8 +240,9 @@ def screenshot(page, panel, path: Path, margin: int = 8) -> None:
 
 
 def move_slider(page, name: str, label: str | None, drag_to: float, screenshots: Path) -> None:
-    """Move one slider with the keyboard (ArrowRight, End) and the mouse (a drag to ``drag_to``
-    along its track); after each move the value and the figure must change and settle.
+    """Move one slider with the keyboard (ArrowRight, End; from its maximum ArrowLeft, Home) and the
+    mouse (a drag to ``drag_to`` along its track); after each move the value and the figure must
+    change and settle.
     Screenshots ``<screenshots>_before.png`` and ``_after.png``."""
     panel, slider = find_panel(page, name, label)
     assert panel.locator(".jupyter-widgets").count() > 0
@@ -240,8 +251,10 @@ def move_slider(page, name: str, label: str | None, drag_to: float, screenshots:
     screenshot(page, panel, screenshots.with_name(screenshots.name + "_before.png"))
 
     moves = []
-    # keyboard: focus the handle as Tab would, one step right, then to the maximum
-    for key in ("ArrowRight", "End"):
+    # keyboard: focus the handle as Tab would, one step right, then to the maximum (from the
+    # maximum: one step left, then to the minimum)
+    at_maximum = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+    for key in ("ArrowLeft", "Home") if at_maximum else ("ArrowRight", "End"):
         before = readout(slider)
         handle.focus()
         page.keyboard.press(key)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shlex
 import sys
 import time
@@ -31,7 +30,7 @@ from .data import affine_mnist, load_dataset
 from .evaluate import evaluate
 from .pretrained import load_checkpoint
 from .train import TrainConfig, fit
-from .utils import atomic_write
+from .utils import atomic_write, hardware_name
 
 __all__ = ["Variant", "VARIANTS", "PAPER_TEST_ERROR", "run_variant", "load_results", "summarize", "main"]
 
@@ -115,7 +114,7 @@ def run_variant(
         "train_images_per_epoch": config.train_limit or "all",
         "seconds": round(time.monotonic() - started, 1),
         "config": asdict(config),
-        "hardware": f"{platform.machine()} {platform.processor()}".strip() + f", {torch.get_num_threads()} threads",
+        "hardware": hardware_name(next(model.parameters()).device),
         "torch": torch.__version__,
     }
     path = out / "runs" / f"{variant.name}_seed{seed}.json"

@@ -16,7 +16,6 @@ HALF-PRECISION FILE.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .data import load_dataset, to_tensors
 from .functional import check_image_range, check_label_range, class_scores
-from .utils import eval_mode, get_device
+from .utils import eval_mode, get_device, hardware_name
 
 __all__ = ["Evaluation", "evaluate", "MultiEvaluation", "evaluate_multimnist", "TEST_SLICE", "PRETRAINED_OUT", "main"]
 
@@ -206,9 +205,7 @@ def _git_commit() -> str:
 
 
 def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return hardware_name(device)
 
 
 def _describe(model: torch.nn.Module) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import random
 import re
 import shutil
@@ -134,3 +135,17 @@ def to_numpy(x) -> np.ndarray:
     """A float numpy array on the CPU, for matplotlib: tensors handed to it directly are detached
     and converted by numpy's ``__array__`` protocol, which numpy 2 deprecates for them."""
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def hardware_name(device: torch.device) -> str:
+    """The device in words for records and model cards: the GPU's name, or the CPU's model name
+    (from ``/proc/cpuinfo`` where there is one) and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"

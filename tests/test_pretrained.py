@@ -261,7 +261,7 @@ def fast_cli(monkeypatch, tmp_path):
     import capslib.pretrained
 
     monkeypatch.setattr(capslib.evaluate, "evaluate", _fake_evaluation)
-    monkeypatch.setattr(capslib.pretrained, "load_pretrained", lambda device=None: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(capslib.pretrained, "load_pretrained", lambda device=None, name=None: torch.nn.Linear(1, 1))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -32,25 +32,26 @@ QUIET = 1.5  # seconds the kernel must stay idle and the figure unchanged to cou
 SCREENSHOTS_ENV = "CAPSNET_SCREENSHOTS"  # as in conftest.py: a folder to keep the screenshots in
 VIEWPORT = {"width": 1400, "height": 1000}
 
-# The sliders each notebook's test moves (by their description) and where along its track each drag
-# ends (0: minimum, 1: maximum); notebooks not listed: the first slider of their last panel. Every
-# slider a notebook adds for a new lesson belongs here.
+# The sliders each notebook's test moves (by their description) and where along its track the drag
+# of the FIRST one ends (0: minimum, 1: maximum); the first gets keys and a drag, each further one
+# a key step (its drag_to is unused). Notebooks not listed: the first slider of their last panel.
+# Every slider a notebook adds for a new lesson belongs here.
 SLIDERS_OF = {
     "00_why_capsules": [
         ("shift (px)", 0.8),  # the shifted digit and its features: 0 -> 1 -> 6 -> 4
-        ("rotation (deg)", 0.3),  # the rotated digit: 0 -> 5 -> 60 -> -25
+        ("rotation (deg)", None),  # the rotated digit: 0 -> 5 (10 in fast mode)
     ],
     "03_dynamic_routing": [
-        ("iteration r", 0.5),  # the routing lab's iteration: 6 (its maximum) -> 5 -> 1 -> 3 or 4
-        ("cluster size", 0.3),  # the lab's agreeing votes per output: 6 -> 7 -> 12 -> 4
-        ("noise", 0.6),  # the lab's spread of a cluster: 0.2 -> 0.25 -> 1.5 -> 0.9
-        ("vote length", 0.3),  # the lab's vote length (log scale): 1 -> 1.12 -> 3.16 -> 0.13
-        ("iterations", 0.6),  # the routing-iterations slider: 10 -> 6
-        ("agreement x", 0.5),  # the agreement-scaling exploration (not the paper's): 30 -> ... -> 1000 -> 32
+        ("iterations", 0.6),  # the routing-iterations slider: 3 -> 4 -> 10 -> 6
+        ("iteration r", None),  # the routing lab's iteration: 6 (its maximum) -> 5
+        ("cluster size", None),  # the lab's agreeing votes per output: 6 -> 7
+        ("noise", None),  # the lab's spread of a cluster: 0.2 -> 0.25
+        ("vote length", None),  # the lab's vote length (log scale): 1 -> 1.12
+        ("agreement x", None),  # the agreement-scaling exploration (not the paper's): 30 -> 39.8
     ],
     "06_coupling_coefficients": [
-        ("iterations", 0.6),  # the coupling explorer's iterations: 10 -> 6
-        ("agreement x", 0.5),  # the agreement-scaling exploration (not the paper's): 1 -> 3 -> 1000 -> 30
+        ("iterations", 0.6),  # the coupling explorer's iterations: 3 -> 4 -> 10 -> 6
+        ("agreement x", None),  # the agreement-scaling exploration (not the paper's): 1 -> 3
     ],
     # the capsule-dimension slider of the dimension with the largest effect (the notebook prints
     # "dimensions by effect: [...]"; d0 if it does not): +0.25 -> -0.20
@@ -184,7 +185,7 @@ def readout(slider) -> str:
     return (slider.locator(".widget-readout").text_content() or "").strip()
 
 
-def sliders_to_move(name: str) -> list[tuple[str | None, float]]:
+def sliders_to_move(name: str) -> list[tuple[str | None, float | None]]:
     """``(description, drag_to)`` of every slider the test moves in ``name`` (None: the default)."""
     return SLIDERS_OF.get(name, [(None, DEFAULT_DRAG_TO)])
 
@@ -239,10 +240,13 @@ def screenshot(page, panel, path: Path, margin: int = 8) -> None:
     page.screenshot(path=str(path), clip=clip, animations="disabled", caret="hide")
 
 
-def move_slider(page, name: str, label: str | None, drag_to: float, screenshots: Path) -> None:
+def move_slider(
+    page, name: str, label: str | None, drag_to: float | None, screenshots: Path, full: bool = True
+) -> None:
     """Move one slider with the keyboard (ArrowRight, End; from its maximum ArrowLeft, Home) and the
     mouse (a drag to ``drag_to`` along its track); after each move the value and the figure must
-    change and settle.
+    change and settle. Not ``full``: one keyboard step only (a notebook's further sliders: each
+    must redraw, and the first slider has shown that keys and drags reach the kernel).
     Screenshots ``<screenshots>_before.png`` and ``_after.png``."""
     panel, slider = find_panel(page, name, label)
     assert panel.locator(".jupyter-widgets").count() > 0
@@ -254,7 +258,8 @@ def move_slider(page, name: str, label: str | None, drag_to: float, screenshots:
     # keyboard: focus the handle as Tab would, one step right, then to the maximum (from the
     # maximum: one step left, then to the minimum)
     at_maximum = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
-    for key in ("ArrowLeft", "Home") if at_maximum else ("ArrowRight", "End"):
+    keys = ("ArrowLeft", "Home") if at_maximum else ("ArrowRight", "End")
+    for key in keys if full else keys[:1]:
         before = readout(slider)
         handle.focus()
         page.keyboard.press(key)
@@ -262,7 +267,15 @@ def move_slider(page, name: str, label: str | None, drag_to: float, screenshots:
         src = settle(page, panel, slider, src, f"{name} after {key}")
         moves.append(f"{key}: {before} -> {readout(slider)}")
 
-    # mouse: drag the handle along the track (redraws while dragging, or on release)
+    if full:  # mouse: drag the handle along the track (redraws while dragging, or on release)
+        src = drag(page, name, slider, handle, drag_to, src, panel, moves)
+    description = slider.locator(".widget-label").first.text_content()
+    print(f"{name}: slider {description!r}: {'; '.join(moves)}")
+    screenshot(page, panel, screenshots.with_name(screenshots.name + "_after.png"))
+
+
+def drag(page, name: str, slider, handle, drag_to: float, src: str, panel, moves: list) -> str:
+    """Drag ``handle`` to ``drag_to`` along the slider's track; wait for the redraw; return its ``src``."""
     before = readout(slider)
     handle.scroll_into_view_if_needed()
     grip, track = handle.bounding_box(), slider.locator(".noUi-target").bounding_box()
@@ -272,11 +285,9 @@ def move_slider(page, name: str, label: str | None, drag_to: float, screenshots:
     page.mouse.move(track["x"] + drag_to * track["width"], y, steps=6)
     page.mouse.up()
     wait_for(lambda: readout(slider) != before, 10, f"{name}: the drag to move the slider from {before}")
-    settle(page, panel, slider, src, f"{name} after the drag")
+    src = settle(page, panel, slider, src, f"{name} after the drag")
     moves.append(f"drag: {before} -> {readout(slider)}")
-    description = slider.locator(".widget-label").first.text_content()
-    print(f"{name}: slider {description!r}: {'; '.join(moves)}")
-    screenshot(page, panel, screenshots.with_name(screenshots.name + "_after.png"))
+    return src
 
 
 @pytest.mark.timeout(900)
@@ -300,7 +311,8 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
         print(f"{name}: {state['executed']} code cells ran in {state['seconds']} s")
 
         for number, (label, drag_to) in enumerate(sliders_to_move(name)):
-            move_slider(page, name, label, drag_to, screenshot_dir / f"{name}{'_' + str(number) if number else ''}")
+            shots = screenshot_dir / f"{name}{'_' + str(number) if number else ''}"
+            move_slider(page, name, label, drag_to, shots, full=number == 0)
         errors = page.evaluate(ERRORS_JS) + kernel_state(page)["errors"]
         assert not errors, f"{name}: error output after the slider moves:\n" + "\n".join(errors)
         assert not page_errors, f"{name}: uncaught exceptions in the page: {page_errors}"

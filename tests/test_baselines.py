@@ -193,3 +193,15 @@ def test_a_baseline_exports_with_its_own_card_and_loads_by_name(tiny_data, tmp_p
     shipped = capslib.load_pretrained("cpu", name="cnn_test_mnist")
     assert isinstance(shipped, BaselineCNN) and not shipped.training
     assert next(shipped.parameters()).dtype == torch.float32
+
+
+def test_the_shipped_baseline_loads_by_name_and_agrees_with_its_card():
+    from capslib.evaluate import TEST_SLICE, evaluate
+    from capslib.pretrained import model_card
+
+    model = capslib.load_pretrained("cpu", name="cnn_baseline_mnist")
+    card = model_card("cnn_baseline_mnist")
+    assert isinstance(model, BaselineCNN) and model.config["model"] == "cnn-small" and not model.training
+    assert card["test_images"] == 10_000 and card["selected_by"].startswith("validation accuracy")
+    sliced = evaluate(model, limit=TEST_SLICE, progress=False)  # the fp16 weights as shipped, loaded as fp32
+    assert sliced.errors == card["test_slice_errors"]

@@ -167,13 +167,18 @@ def fit(
 
     Args:
         model: any capslib-style model: ``model(x, y)`` returns an object with ``lengths``
-            ``(B, N_out)`` and ``reconstructions`` (or None). None builds ``capslib.CapsNet``
-            from the config (and, on resume, from the checkpoint).
+            ``(B, N_out)`` and ``reconstructions`` (or None), or logits ``(B, N_out)`` (a
+            :mod:`capslib.baselines` CNN, trained with cross-entropy). None builds the model
+            ``config.model`` names (a CapsNet, 36x36 for MultiMNIST), or on resume the checkpoint's.
         train_set, val_set: datasets of ``(image (C, H, W), label)``; None loads
             ``config.dataset`` and splits off the last ``config.val_size`` images to validate.
+            For ``dataset="multimnist"`` these are MNIST digits, which pairs are made of.
         config: a :class:`TrainConfig` (never changed: fit works on a copy); keyword
             ``overrides`` replace its fields.
         resume: continue from ``<out_dir>/last.pt`` (a ``FileNotFoundError`` naming it if it is missing).
+
+    Under ``torchrun`` each process trains on its share of every batch through
+    ``DistributedDataParallel`` and rank 0 writes the files (:mod:`capslib.distributed`).
 
     SIGINT (Ctrl-C, Jupyter's interrupt) and SIGTERM finish the batch under way, write a mid-epoch
     checkpoint and raise :class:`capslib.faults.TrainingInterrupted`, a ``KeyboardInterrupt``; a

@@ -44,7 +44,8 @@ class TrainConfig:
     threads: int | None = None  # CPU threads (None: torch's default); fixed threads + seed = deterministic on CPU
     out_dir: str = "runs/capsnet"  # checkpoints, config.json, history.json, TensorBoard logs (tb/)
     checkpoint_minutes: float = 10.0  # also checkpoint within an epoch this often (last.pt ~100 MB: optimizer included)
-    amp: bool = False  # CUDA only: bf16 autocast (squash and the losses stay fp32)
+    # On CPUs with native bf16 (AVX512-BF16, AMX) the 36x36 MultiMNIST step runs about 2x faster.
+    amp: bool = False  # bf16 autocast on CUDA and CPU (routing, squash and the losses stay fp32); ignored on MPS
     tensorboard: bool = True  # write TensorBoard logs to <out>/tb
     eval_batch_size: int = 500  # batch size for validation
     progress: bool = True  # tqdm progress bars (without them: one line per epoch)

@@ -118,7 +118,7 @@ def train_step(
     Args:
         model: ``model(x, y)`` returns ``lengths`` ``(B, N_out)`` and ``reconstructions`` (or None).
         images: ``(B, C, H, W)``; labels: ``(B,)``, or ``(B, K)`` for ``K`` digits per image (MultiMNIST).
-        amp: bf16 autocast (CUDA).
+        amp: bf16 autocast on the images' device (CUDA or CPU); routing, squash and the losses stay fp32.
         targets: what the decoder must redraw: None for the images themselves; ``(B, K, C, H, W)``,
             each digit on its own, with ``(B, K)`` labels.
 
@@ -139,7 +139,7 @@ def train_step(
     wanted = (images if targets is None else targets).split(size)  # what each slice's decoder must redraw
     chunks = zip(images.split(size), labels.split(size), wanted, strict=True)  # ((b, C, H, W), (b,), ...) slices
     for x, y, t in chunks:
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
             output = model(x, y)  # decoder masked with the TRUE label
         loss, margin, recon = total_loss(output, t, y, reconstruction_weight)
         share = len(y) / batch
@@ -294,6 +294,9 @@ def set_up_device(config: TrainConfig, world: World | None = None) -> tuple[Trai
 
 # Settings that decide which images a run sees, in what order, and how it learns: a resumed run
 # keeps its own, whatever the resuming call says, or it would not continue the same run.
+# bf16 autocast (--amp) runs where torch autocasts convolutions to bf16; MPS is left in fp32.
+AMP_DEVICES = ("cuda", "cpu")
+
 RESUMED_SETTINGS = ("seed", "batch_size", "lr", "lr_decay", "max_shift", "val_size", "train_limit", "dataset")
 
 
@@ -427,7 +430,7 @@ def open_session(run: RunState, config: TrainConfig, device: torch.device, world
         run.optimizer,
         reconstruction_weight=config.reconstruction_weight,
         micro_batch=config.micro_batch,
-        amp=config.amp and device.type == "cuda",
+        amp=config.amp and device.type in AMP_DEVICES,
     )
     writer = None
     if config.tensorboard and world.is_main:

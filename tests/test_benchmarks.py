@@ -6,6 +6,7 @@ mean something if both compute the same lengths, losses and gradients from the s
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import capslib
 from capslib.train import total_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import amp_cpu  # noqa: E402
 import perf  # noqa: E402
 from reference_impls import PlainCapsNet, plain_loss  # noqa: E402
 
@@ -90,3 +92,12 @@ def test_perf_quick_prints_every_section(capsys):
     assert "R=2 costs" in printed
     assert "loop reference (n, i, j)" in printed
     assert "forward + backward" in printed and "plain/capslib" in printed
+
+
+def test_amp_cpu_prints_both_sizes_and_a_speed_up(capsys):
+    amp_cpu.main(["--threads", "1", "--rounds", "1", "--batch-size", "2"])
+    printed = capsys.readouterr().out
+    assert "native bf16 flags:" in printed
+    for name in ("MNIST 28x28", "MultiMNIST 36x36"):
+        line = name + r": fp32 [0-9.]+ s/step, bf16 autocast [0-9.]+ s/step, speed-up [0-9.]+x"
+        assert re.search(line, printed), printed

@@ -207,6 +207,42 @@ def test_micro_batches_give_the_same_step(mnist_train):
         torch.testing.assert_close(sliced_state[key], whole_state[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
+def test_amp_on_the_cpu_runs_convolutions_in_bf16_and_routing_in_fp32(mnist_train):
+    """--amp on a CPU: the convolutions compute in bf16, squash, routing and the losses in fp32.
+
+    The step is close to the fp32 step (bf16 keeps 8 bits of mantissa) and the weights stay fp32.
+    """
+    from capslib.train import AMP_DEVICES, train_step
+
+    assert "cpu" in AMP_DEVICES
+    x = torch.stack([mnist_train[i][0] for i in range(16)])
+    y = torch.tensor([mnist_train[i][1] for i in range(16)])
+    results = []
+    for amp in (False, True):
+        torch.manual_seed(1)
+        model = tiny_model()
+        seen = {}
+
+        def record(name, seen=seen):
+            def hook(module, args, out):
+                seen[name] = (out[0] if isinstance(out, tuple) else out).dtype  # returns None: output unchanged
+
+            return hook
+
+        model.conv1.register_forward_hook(record("conv1"))
+        model.digit_caps.register_forward_hook(record("routing"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = train_step(model, optimizer, x, y, amp=amp)
+        results.append((step, state(model), seen))
+    (plain, plain_state, plain_seen), (mixed, mixed_state, mixed_seen) = results
+    assert plain_seen == {"conv1": torch.float32, "routing": torch.float32}
+    assert mixed_seen == {"conv1": torch.bfloat16, "routing": torch.float32}
+    assert mixed["loss"].dtype == torch.float32 and torch.isfinite(mixed["loss"])
+    torch.testing.assert_close(mixed["loss"], plain["loss"], rtol=2e-2, atol=1e-3)
+    assert all(value.dtype == torch.float32 for value in mixed_state.values())
+    assert any(not torch.equal(mixed_state[key], plain_state[key]) for key in plain_state)  # bf16 did run
+
+
 def test_fit_with_micro_batches_learns(tiny_data, tmp_path, monkeypatch):
     """12 steps in slices of 6 take the margin loss on the 120 training digits well below its start."""
     train_set, val_set = tiny_data

@@ -569,6 +569,7 @@ def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, s
         f"train_{getattr(run.model, 'loss_name', 'margin')}_loss": sums["margin"] / sums["seen"],
         "train_reconstruction_loss": sums["reconstruction"] / sums["seen"],
         "train_accuracy": sums["correct"] / sums["seen"],
+        "train_examples": sums["seen"],  # images (MultiMNIST: pairs) trained on in this epoch
         "val_accuracy": val_accuracy,
         "val_errors": round((1 - val_accuracy) * num_val),
         "epoch_seconds": seconds,

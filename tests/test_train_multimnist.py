@@ -90,3 +90,26 @@ def test_validation_pairs_are_fixed_and_both_digits_must_be_right(digits):
             return scores
 
     assert train.accuracy(Oracle(), data.val_x, data.val_y, batch_size=60) == 0.5
+
+
+def test_export_writes_a_card_whose_accuracy_the_loaded_model_reproduces(digits, tmp_path, monkeypatch, capsys):
+    """`evaluate --dataset multimnist --export`: fp16 weights + a card with the both-right accuracy on
+    the fixed test pairs, which the shipped model, loaded back, scores again."""
+    import capslib.evaluate as evaluate
+    import capslib.pretrained as pretrained
+
+    fit(tiny_capsnet(), *digits, config(tmp_path / "run", epochs=1))
+    shipped = tmp_path / "pretrained"
+    evaluate.main(
+        [str(tmp_path / "run" / "best.pt"), "--dataset", "multimnist", "--export", str(shipped), "--name", "mm"]
+    )
+    assert "exported" in capsys.readouterr().out
+    monkeypatch.setattr(pretrained, "pretrained_dir", lambda: shipped)
+    card = pretrained.model_card("mm")
+    assert card["test_pairs"] == 10_000 and card["model_config"]["image_shape"] == [1, 36, 36]
+    assert card["selected_epoch"] == 1 and card["pairs_seen"] == 200  # one epoch: each of the 200 digits first once
+    model = capslib.load_pretrained("cpu", name="mm")
+    again = evaluate.evaluate_multimnist(model, progress=False)
+    assert again.both_right == card["test_both_right"]
+    assert card["test_errors"] == round((1 - again.both_right) * 10_000)
+    assert 0 <= card["test_both_right"] <= card["test_at_least_one_right"] <= 1

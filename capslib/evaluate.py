@@ -221,6 +221,18 @@ def _describe(model: torch.nn.Module) -> str:
     return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, trained on MNIST"
 
 
+def _provenance(args, device: torch.device, config: dict) -> dict:
+    """The card entries every shipped model has: where and how it was made, and in what precision."""
+    return {
+        "hardware": _hardware(device),
+        "torch_version": str(torch.__version__),
+        "seed": config.get("seed"),
+        "train_config": config,
+        "commit": args.commit or _git_commit(),
+        "dtype": "float16 state dict (loaded as float32)",
+    }
+
+
 def _export_multimnist(args, path: Path, device: torch.device, fp32: MultiEvaluation) -> None:
     """Write the half-precision MultiMNIST model and its card (both-right accuracy on the fixed test pairs)."""
     from .pretrained import load_checkpoint, read_torch_file, save_pretrained
@@ -249,12 +261,7 @@ def _export_multimnist(args, path: Path, device: torch.device, fp32: MultiEvalua
         "pairs_seen": sum(r.get("train_examples", train_digits) for r in history[: selected or 0]),
         "pairs_seen_note": "training pairs seen by the selected checkpoint; the paper trained on 60M pairs",
         "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in history[: selected or 0]), 1),
-        "hardware": _hardware(device),
-        "torch_version": str(torch.__version__),
-        "seed": config.get("seed"),
-        "train_config": config,
-        "commit": args.commit or _git_commit(),
-        "dtype": "float16 state dict (loaded as float32)",
+        **_provenance(args, device, config),
         "test_both_right": scored.both_right,
         "test_errors": round((1 - scored.both_right) * scored.total),
         "test_at_least_one_right": scored.at_least_one_right,
@@ -360,12 +367,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
             "val_accuracy": checkpoint.get("best_val_accuracy"),
             "epochs_trained": len(history),
             "train_seconds": round(checkpoint.get("elapsed_seconds", 0.0), 1),
-            "hardware": _hardware(device),
-            "torch_version": str(torch.__version__),
-            "seed": config.get("seed"),
-            "train_config": config,
-            "commit": args.commit or _git_commit(),
-            "dtype": "float16 state dict (loaded as float32)",
+            **_provenance(args, device, config),
             "test_accuracy": full.accuracy,
             "test_errors": full.errors,
             "test_images": full.total,

@@ -51,3 +51,54 @@ def test_each_amount_transforms_every_image_alike(digits):
 def test_bad_requests_say_what_was_expected(digits, part, amounts, message):
     with pytest.raises(ValueError, match=message):
         robustness_curve(baseline_cnn("cnn-small"), *digits, part, amounts, progress=False)
+
+
+def test_the_cli_writes_every_model_and_curve_and_load_reads_it_back(tmp_path, capsys):
+    import json
+
+    from capslib.robustness import CURVES, load_robustness, main
+
+    out = tmp_path / "robustness.json"
+    main(["--out", str(out), "--test-limit", "40", "--threads", "1"])
+    printed = capsys.readouterr().out
+    result = load_robustness(out)
+    assert result["test_images"] == 40 and result["curves"] == {p: [float(a) for a in v] for p, v in CURVES.items()}
+    assert set(result["models"]) == {"capsnet_mnist", "cnn_baseline_mnist"}
+    for name, measured in result["models"].items():
+        assert f"{name}: clean {100 * measured['clean_accuracy']:.2f}%" in printed
+        assert measured["clean_errors"] == round(40 * (1 - measured["clean_accuracy"]))
+        # The identity point of each curve is the clean test set (bilinear identity: exact to rounding).
+        for part, amounts in result["curves"].items():
+            identity = amounts.index(1.0 if part == "scale" else 0.0)
+            assert measured["curves"][part][identity] == measured["clean_accuracy"], (name, part)
+    assert "--test-limit 40" in result["command"]
+    assert json.loads(out.read_text()) == result
+
+
+@pytest.mark.parametrize(
+    "content, error, message",
+    [
+        (None, FileNotFoundError, "python -m capslib.robustness --out"),
+        ("{not json", ValueError, "not a JSON robustness result"),
+        ('{"models": {}}', ValueError, r"missing \['curves', 'test_images', 'command'\]"),
+        (
+            '{"models": {"m": {"clean_accuracy": 1}}, "curves": {}, "test_images": 1, "command": ""}',
+            ValueError,
+            "model 'm' lacks",
+        ),
+        (
+            '{"models": {"m": {"clean_accuracy": 1, "clean_errors": 0, "affine_accuracy": 1, "affine_errors": 0,'
+            ' "curves": {"shear": [1.0]}}}, "curves": {"shear": [0, 0.2]}, "test_images": 1, "command": ""}',
+            ValueError,
+            "no 2-point shear curve",
+        ),
+    ],
+)
+def test_a_missing_or_malformed_results_file_says_what_was_expected(tmp_path, content, error, message):
+    from capslib.robustness import load_robustness
+
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=message):
+        load_robustness(path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -35,7 +36,16 @@ from .affine import AffineParameters, affine_transform
 from .functional import check_image_range, check_label_range, class_scores
 from .utils import eval_mode
 
-__all__ = ["PARTS", "LIMITS", "CURVES", "robustness_curve", "compare_models", "load_robustness", "main"]
+__all__ = [
+    "PARTS",
+    "LIMITS",
+    "CURVES",
+    "robustness_curve",
+    "paired_comparison",
+    "compare_models",
+    "load_robustness",
+    "main",
+]
 
 PARTS = ("rotation", "shear", "scale", "translate_x", "translate_y")
 """What :func:`robustness_curve` can vary: degrees, shear factor, scale (both axes), pixels."""
@@ -92,6 +102,38 @@ def robustness_curve(
                 correct += int((scores.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
             accuracies.append(correct / len(images))
     return torch.tensor(accuracies, dtype=torch.float64)
+
+
+def paired_comparison(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
+    """Two models on the same images: where they agree, where only one is right, and whether the
+    difference could be chance (the exact McNemar test, a two-sided sign test on the discordant images).
+
+    Only the images one model gets right and the other wrong say anything about which is better:
+    with ``n`` of them, under "equally good" each is A's with probability 1/2.
+
+    Args:
+        correct_a, correct_b: ``(N,)`` booleans, whether each model classified each image right.
+
+    Returns:
+        ``both_right``, ``only_a``, ``only_b``, ``both_wrong`` (counts) and ``p_value`` (two-sided;
+        1.0 when no image is discordant).
+    """
+    if correct_a.shape != correct_b.shape or correct_a.dim() != 1:
+        raise ValueError(
+            f"expected two (N,) boolean tensors of one shape, got {tuple(correct_a.shape)} and {tuple(correct_b.shape)}"
+        )
+    a, b = correct_a.bool(), correct_b.bool()
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    # P(X <= k) for X ~ Binomial(n, 1/2), doubled (the distribution is symmetric), capped at 1.
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
+    return {
+        "both_right": int((a & b).sum()),
+        "only_a": only_a,
+        "only_b": only_b,
+        "both_wrong": int((~a & ~b).sum()),
+        "p_value": min(1.0, 2 * tail),
+    }
 
 
 CURVES = {

@@ -102,3 +102,19 @@ def test_a_missing_or_malformed_results_file_says_what_was_expected(tmp_path, co
         path.write_text(content)
     with pytest.raises(error, match=message):
         load_robustness(path)
+
+
+def test_paired_comparison_counts_and_the_exact_mcnemar_p_value():
+    from capslib.robustness import paired_comparison
+
+    a = torch.tensor([1, 1, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
+    b = torch.tensor([1, 0, 0, 0, 1, 0, 1, 0], dtype=torch.bool)
+    result = paired_comparison(a, b)
+    assert (result["both_right"], result["only_a"], result["only_b"], result["both_wrong"]) == (2, 3, 1, 2)
+    # 4 discordant images, 1 of them B's: P(X <= 1) = (1 + 4) / 16, doubled = 0.625 (by hand).
+    assert result["p_value"] == pytest.approx(0.625)
+    assert paired_comparison(a, a)["p_value"] == 1.0  # nothing discordant: no evidence either way
+    lopsided = paired_comparison(torch.ones(20, dtype=torch.bool), torch.zeros(20, dtype=torch.bool))
+    assert lopsided["p_value"] == pytest.approx(2 / 2**20)
+    with pytest.raises(ValueError, match=r"\(N,\) boolean tensors of one shape, got \(3,\) and \(4,\)"):
+        paired_comparison(torch.ones(3, dtype=torch.bool), torch.ones(4, dtype=torch.bool))

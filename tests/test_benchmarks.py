@@ -18,6 +18,7 @@ from capslib.train import total_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import amp_cpu  # noqa: E402
+import ddp_scaling  # noqa: E402
 import perf  # noqa: E402
 from reference_impls import PlainCapsNet, plain_loss  # noqa: E402
 
@@ -101,3 +102,14 @@ def test_amp_cpu_prints_both_sizes_and_a_speed_up(capsys):
     for name in ("MNIST 28x28", "MultiMNIST 36x36"):
         line = name + r": fp32 [0-9.]+ s/step, bf16 autocast [0-9.]+ s/step, speed-up [0-9.]+x"
         assert re.search(line, printed), printed
+
+
+@pytest.mark.slow
+def test_ddp_scaling_times_steps_without_start_up(capsys):
+    rows = ddp_scaling.main(["--processes", "1", "--threads-total", "1", "--batches", "1", "2", "--batch-size", "4"])
+    assert [row["processes"] for row in rows] == [1] and rows[0]["threads_each"] == 1
+    assert "1 process(es) x 1 thread(s):" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="does not split evenly over 3 processes"):
+        ddp_scaling.main(["--processes", "3", "--batch-size", "4"])
+    with pytest.raises(ValueError, match="two different counts"):
+        ddp_scaling.main(["--batches", "2", "2"])

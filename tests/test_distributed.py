@@ -4,8 +4,10 @@ rank 0 alone writes, a stopped run resumes, and bad worlds are refused."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,41 @@ def test_a_stopped_distributed_run_resumes_exactly(distributed_run, tmp_path):
     resumed = torchrun(*RUN, "--out", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("resuming") == 1
+    straight, again = weights(out / "last.pt"), weights(tmp_path / "last.pt")
+    for key in straight:
+        torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_killed_distributed_run_resumes_exactly(distributed_run, tmp_path):
+    """SIGKILL to torchrun and both workers mid-run (no chance to save): --resume continues from the
+    last checkpoint rank 0 wrote and ends with the uninterrupted run's weights."""
+    out, _ = distributed_run
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    every_step = ["--checkpoint-minutes", "0.0001"]  # a mid-epoch checkpoint after every step
+    run = subprocess.Popen(
+        [*TORCHRUN, "-m", "capslib.train", *RUN, *every_step, "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill reaches torchrun and both workers
+    )
+    deadline = time.monotonic() + 300
+    position = None
+    while run.poll() is None and time.monotonic() < deadline:
+        if (tmp_path / "last.pt").exists():  # written atomically: never half a file
+            checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+            position = (checkpoint["epoch"], checkpoint["batch_index"])
+            if position >= (0, 2):
+                break
+        time.sleep(0.05)
+    assert run.poll() is None, f"the run ended (at {position}) before it could be killed"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    killed_at = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (killed_at["epoch"], killed_at["batch_index"]) < (2, 0)  # part-way: there is training left to do
+    resumed = torchrun(*RUN, "--out", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     straight, again = weights(out / "last.pt"), weights(tmp_path / "last.pt")
     for key in straight:
         torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6, msg=key)

@@ -39,8 +39,13 @@ architecture drawn from ``trace_shapes``), ``plots_why`` (figures of notebook 00
 CNN and a small one), ``affine`` (affine transformations for the affNIST-style test set),
 ``ablation`` (Table 1 measured: variants x seeds, ``python -m capslib.ablation``), ``multimnist``
 (overlapping digit pairs as the authors generate them, and the fixed test set), ``robustness``
-(accuracy curves under one affine transformation at a time), ``distributed`` (``torchrun`` +
-``DistributedDataParallel``: shares of each batch, one stop decision, rank 0 writes).
+(accuracy curves under one affine transformation at a time; the shipped CapsNet against the shipped
+CNN, ``python -m capslib.robustness``), ``plots_evidence`` (figures of notebook 09: the ablation
+beside Table 1, robustness curves, one transformed digit), ``multimnist_study`` (notebook 10's
+measurements: accuracy and how routing separates two digits per iteration count, ``python -m
+capslib.multimnist_study``), ``plots_multimnist`` (figures of notebook 10: a made pair, Figure 5,
+routing on two digits), ``distributed`` (``torchrun`` + ``DistributedDataParallel``: shares of
+each batch, one stop decision, rank 0 writes).
 """
 
 from .functional import margin_loss, reconstruction_loss, squash

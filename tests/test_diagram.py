@@ -14,13 +14,7 @@ import capslib  # noqa: E402
 from capslib import equivariance, plots_why  # noqa: E402
 from capslib.diagram import architecture_nodes, plot_architecture  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("error")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
 
 def texts(fig) -> str:

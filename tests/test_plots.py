@@ -10,14 +10,13 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
 from capslib import interpret, plots, plots_trained  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("error")
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +28,6 @@ def model():
 @pytest.fixture(scope="module")
 def images():
     return torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))  # (B, 1, 28, 28)
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_image_plots(images, model):

@@ -22,7 +22,7 @@ import capslib  # noqa: E402
 from capslib import interpret, plots_trained  # noqa: E402
 from capslib.routing_stats import model_prediction_vectors, route_with_agreement_scale  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("error")
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,6 @@ def model():
 @pytest.fixture(scope="module")
 def image():
     return torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(1))  # (C, H, W)
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def map_images(fig):

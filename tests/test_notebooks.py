@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 FIRST_NUMBER = 0  # the series starts with 00_why_capsules
-LAST_NUMBER = 8  # the series ends with 08_build_your_own
-WITH_SLIDERS = {3, 4, 6, 7}  # notebooks the series promises sliders in
+LAST_NUMBER = 10  # the series ends with 10_multimnist
+WITH_SLIDERS = {0, 3, 4, 6, 7, 9, 10}  # notebooks the series promises sliders in
 WIDGET_CELL = 'import capslib.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
 ids = [path.stem for path in NOTEBOOKS]
 

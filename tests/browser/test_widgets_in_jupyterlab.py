@@ -56,6 +56,17 @@ SLIDERS_OF = {
     # the capsule-dimension slider of the dimension with the largest effect (the notebook prints
     # "dimensions by effect: [...]"; d0 if it does not): +0.25 -> -0.20
     "07_capsule_dimensions": [("d{dimensions by effect: [}", 0.1)],
+    "09_does_routing_help": [
+        ("rotation (deg)", 0.8),  # the transformed digit's rotation: 0 -> 5 -> about 54 degrees
+        ("shear", None),  # its shear: 0 -> 0.05
+        ("scale", None),  # its scale: 1 -> 1.05
+        ("test digit", None),  # which test digit: 0 -> 1
+    ],
+    "10_multimnist": [
+        ("iterations", 0.3),  # the coupling explorer's routing iterations: 3 -> 4 -> 5 (its maximum) -> 2
+        ("A dx", None),  # the pair-maker's horizontal shift of digit A: 3 -> 4
+        ("first digit", None),  # the pair-maker's first test digit: 0 -> 1
+    ],
 }
 DEFAULT_DRAG_TO = 0.3
 

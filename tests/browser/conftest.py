@@ -140,11 +140,12 @@ def copy_notebooks(dest: Path) -> None:
     """Copy ``notebooks/`` to ``dest`` with outputs, execution counts and widget state stripped.
 
     The copy sits in a folder laid out like the repository (``dest/notebooks`` beside a
-    ``capslib`` link), so the notebooks' ``REPO`` lookup (the first parent of the working directory
+    ``capslib`` and a ``results`` link), so the notebooks' ``REPO`` lookup (the first parent of the working directory
     holding ``capslib/``) finds it and whatever they write under ``runs/`` stays in the copy.
     """
     (dest / "notebooks").mkdir(parents=True)
     (dest / "capslib").symlink_to(REPO / "capslib", target_is_directory=True)
+    (dest / "results").symlink_to(REPO / "results", target_is_directory=True)  # committed results (09, 10) read
     for path in sorted((REPO / "notebooks").iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue

@@ -260,7 +260,14 @@ def _export_multimnist(args, path: Path, device: torch.device, fp32: MultiEvalua
         # Histories written before "train_examples" existed: every digit came first once per epoch.
         "pairs_seen": sum(r.get("train_examples", train_digits) for r in history[: selected or 0]),
         "pairs_seen_note": "training pairs seen by the selected checkpoint; the paper trained on 60M pairs",
-        "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in history[: selected or 0]), 1),
+        # Wall time of the run up to the selected epoch (histories without "elapsed_seconds": the
+        # sum of epoch times, which misses the part of a resumed epoch done before the resume).
+        "train_seconds": round(
+            history[selected - 1].get("elapsed_seconds") or sum(r.get("epoch_seconds", 0.0) for r in history[:selected])
+            if selected
+            else 0.0,
+            1,
+        ),
         **_provenance(args, device, config),
         "test_both_right": scored.both_right,
         "test_errors": round((1 - scored.both_right) * scored.total),

@@ -572,7 +572,8 @@ def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, s
         "train_examples": sums["seen"],  # images (MultiMNIST: pairs) trained on in this epoch
         "val_accuracy": val_accuracy,
         "val_errors": round((1 - val_accuracy) * num_val),
-        "epoch_seconds": seconds,
+        "epoch_seconds": seconds,  # since this epoch (re)started: a resumed epoch counts only its rest
+        "elapsed_seconds": run.elapsed_before + time.monotonic() - run.started,  # the whole run so far
     }
 
 

@@ -108,6 +108,8 @@ def test_export_writes_a_card_whose_accuracy_the_loaded_model_reproduces(digits,
     card = pretrained.model_card("mm")
     assert card["test_pairs"] == 10_000 and card["model_config"]["image_shape"] == [1, 36, 36]
     assert card["selected_epoch"] == 1 and card["pairs_seen"] == 200  # one epoch: each of the 200 digits first once
+    history = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["history"]
+    assert card["train_seconds"] == round(history[0]["elapsed_seconds"], 1) > 0  # the run's time to that epoch
     model = capslib.load_pretrained("cpu", name="mm")
     again = evaluate.evaluate_multimnist(model, progress=False)
     assert again.both_right == card["test_both_right"]

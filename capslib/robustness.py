@@ -42,6 +42,7 @@ __all__ = [
     "CURVES",
     "robustness_curve",
     "paired_comparison",
+    "mcnemar_p",
     "compare_models",
     "load_robustness",
     "main",
@@ -124,16 +125,20 @@ def paired_comparison(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
         )
     a, b = correct_a.bool(), correct_b.bool()
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    n, k = only_a + only_b, min(only_a, only_b)
-    # P(X <= k) for X ~ Binomial(n, 1/2), doubled (the distribution is symmetric), capped at 1.
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
     return {
         "both_right": int((a & b).sum()),
         "only_a": only_a,
         "only_b": only_b,
         "both_wrong": int((~a & ~b).sum()),
-        "p_value": min(1.0, 2 * tail),
+        "p_value": mcnemar_p(only_a, only_b),
     }
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value of ``only_a`` against ``only_b`` discordant items (1.0 for none)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    # P(X <= k) for X ~ Binomial(n, 1/2), doubled (the distribution is symmetric), capped at 1.
+    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 CURVES = {

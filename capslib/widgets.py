@@ -58,6 +58,11 @@ def interactive_plot(plot_fn: Callable, name: str | None = None, **arguments):
             )
         if not getattr(control, "description", ""):
             control.description = key
+        style = getattr(control, "style", None)
+        if style is not None and hasattr(style, "description_width") and not style.description_width:
+            # ipywidgets gives every label the same fixed width and cuts longer ones off
+            # ("rotation (deg)" shows as "rotation (..."): let each label be as wide as its text
+            style.description_width = "initial"
 
     def callback(**values):
         try:

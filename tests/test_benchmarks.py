@@ -75,6 +75,7 @@ def test_flop_count_is_the_analytic_one():
     assert flops["u_hat"] == 2 * 1152 * 10 * 16 * 8
 
 
+@pytest.mark.slow
 def test_perf_quick_prints_every_section(capsys):
     perf.main(["--quick", "--batch-size", "4", "--batch-sizes", "1,2", "--iterations", "1,2", "--routing-batch", "1"])
     printed = capsys.readouterr().out

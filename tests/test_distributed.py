@@ -87,6 +87,7 @@ def test_a_stopped_distributed_run_resumes_exactly(distributed_run, tmp_path):
         torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_a_killed_distributed_run_resumes_exactly(distributed_run, tmp_path):
     """SIGKILL to torchrun and both workers mid-run (no chance to save): --resume continues from the
     last checkpoint rank 0 wrote and ends with the uninterrupted run's weights."""

@@ -192,5 +192,9 @@ def test_widgets_take_controls_and_partials_only():
     panel = interactive_plot(partial(plots.plot_margin_loss, m_minus=0.2), m_plus=widgets.FloatSlider(0.9, min=0.5))
     assert isinstance(panel, widgets.VBox)
     assert exercise_widgets() >= 2 and not CALLBACK_ERRORS
+    assert panel.children[0].children[0].style.description_width == "initial"  # long labels are not cut off
+    chosen = widgets.FloatSlider(0.1, style={"description_width": "120px"}, description="a set width")
+    interactive_plot(partial(plots.plot_margin_loss, m_plus=0.9), m_minus=chosen)
+    assert chosen.style.description_width == "120px"  # a width the notebook chose is kept
     with pytest.raises(ValueError, match="argument 'lambda_' of plot_margin_loss must be an ipywidgets control"):
         interactive_plot(plots.plot_margin_loss, lambda_=0.5)

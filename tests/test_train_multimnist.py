@@ -92,6 +92,7 @@ def test_validation_pairs_are_fixed_and_both_digits_must_be_right(digits):
     assert train.accuracy(Oracle(), data.val_x, data.val_y, batch_size=60) == 0.5
 
 
+@pytest.mark.slow
 def test_export_writes_a_card_whose_accuracy_the_loaded_model_reproduces(digits, tmp_path, monkeypatch, capsys):
     """`evaluate --dataset multimnist --export`: fp16 weights + a card with the both-right accuracy on
     the fixed test pairs, which the shipped model, loaded back, scores again."""

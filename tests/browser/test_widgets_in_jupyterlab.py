@@ -231,6 +231,13 @@ def find_panel(page, name: str, label: str | None):
     return panel, slider
 
 
+def cut_off_labels(panel) -> list[str]:
+    """The texts of the panel's control labels that do not fit their box (shown with an ellipsis)."""
+    return panel.locator(".widget-label").evaluate_all(
+        "labels => labels.filter(l => l.offsetParent && l.scrollWidth > l.clientWidth + 1).map(l => l.textContent)"
+    )
+
+
 def screenshot(page, panel, path: Path, margin: int = 8) -> None:
     """Screenshot the panel cropped to its controls and figure (the panel is as wide as the page)."""
     panel.evaluate("element => element.scrollIntoView({block: 'center'})")  # clear of the toolbar
@@ -261,6 +268,8 @@ def move_slider(
     Screenshots ``<screenshots>_before.png`` and ``_after.png``."""
     panel, slider = find_panel(page, name, label)
     assert panel.locator(".jupyter-widgets").count() > 0
+    cut = cut_off_labels(panel)
+    assert not cut, f"{name}: control labels cut off (wider than their box): {cut}"
     handle = slider.locator(".noUi-handle")
     src = figure_src(panel)
     screenshot(page, panel, screenshots.with_name(screenshots.name + "_before.png"))

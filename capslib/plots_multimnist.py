@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.patches import Rectangle
 
 from .utils import to_numpy as _np
 
@@ -242,8 +243,12 @@ def plot_coupling_difference(
     ax.imshow(grid, cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
     if picture.min() < 0.5 < picture.max():  # the strokes' outline, over the colours
         ax.contour(picture, levels=[0.5], colors="black", linewidths=0.7)
+    left, right, bottom, top = extent
+    # the grid covers only the middle of the image (the field centres): outside the dashed frame no
+    # capsule is centred, and the image shows through uncoloured
+    ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, ls="--", lw=0.8, ec="0.3"))
     ax.set(xlim=(-0.5, picture.shape[1] - 0.5), ylim=(picture.shape[0] - 0.5, -0.5))
-    ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
+    ax.set(xlabel="x (pixels); dashed: field centres", ylabel="y (pixels)")
     ax.set_title(title or f"A = {label_a} (red) vs B = {label_b} (green)", fontsize=9)
     return ax
 

@@ -122,6 +122,34 @@ def test_saved_outputs_keep_no_progress_bars():
         assert not [out for out in saved if script.is_progress_bar(out)], f"{path.name} keeps a saved progress bar"
 
 
+def outputs_text(nb) -> str:
+    """Everything the committed run printed: streams and plain-text results of every code cell."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            parts.append("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+STATED = re.compile(r"\d+\.\d+%|p = [\d.e+-]*\d|[+-]\d\.\d{2,4}\b|\d+ pairs gained, \d+ lost")
+
+
+def test_multimnist_findings_state_only_numbers_its_outputs_print():
+    """Notebook 10's verdict on routing (its 'What came out' cell and the summary's bullet on the
+    shipped model) restates the committed run: every percentage, p-value, signed difference and
+    gained/lost count in it is printed by a code cell. A re-export that changes the numbers fails
+    here until the prose is rewritten."""
+    nb = read(NOTEBOOK_DIR / "10_multimnist.ipynb")
+    printed = outputs_text(nb).replace(" pairs gained, ", " gained, ")
+    verdict = next(c.source for c in nb.cells if c.cell_type == "markdown" and "What came out" in c.source)
+    summary = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Summary"))
+    bullet = next(line for line in summary.splitlines() if "shipped model" in line)
+    stated = STATED.findall(verdict + "\n" + bullet)
+    assert len(stated) >= 10, stated
+    missing = [s for s in stated if s.replace(" pairs gained, ", " gained, ") not in printed]
+    assert not missing, f"stated in notebook 10's prose but printed by none of its cells: {missing}"
+
+
 @pytest.mark.notebooks
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)

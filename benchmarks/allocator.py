@@ -9,7 +9,7 @@ page-faulted in (and zeroed by the kernel) every time it is made. CapsNet at bat
 several: ``u_hat`` is 74 MB and the Conv1 features 41 MB.
 
 Each variant runs in a fresh process (the allocator's state is per process) and reports images/s
-and minor page faults per step, for a training step (``capslib.train.train_step``) and for
+and minor page faults per step, for a training step (``capslib.training.train_step``) and for
 inference at batch 100 and 500. capslib's default keeps ONE workaround: the fused routing routes a
 CPU batch in chunks whose ``u_hat`` stays under 16 MiB (``capslib.fused_routing.CPU_CHUNK_BYTES``).
 The variants, each measured against ``no workaround`` (that chunking switched off):
@@ -68,7 +68,7 @@ def measure(variant: dict, train_steps: int, infer_steps: int) -> dict:
 
     import capslib
     import capslib.fused_routing
-    from capslib.train import train_step
+    from capslib.training.loop import train_step
 
     if not variant.get("chunking", True):
         capslib.fused_routing.CPU_CHUNK_BYTES = 2**62  # the whole batch in one chunk

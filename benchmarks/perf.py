@@ -15,7 +15,7 @@ backward; the routing step alone against the loop-by-loop transcription of Proce
 capslib training step.
 
 Training step = forward + margin/reconstruction loss + backward + Adam step, fp32; capslib's is
-``capslib.train.train_step`` as ``fit`` runs it (the whole batch at once). Inference =
+``capslib.training.train_step`` as ``fit`` runs it (the whole batch at once). Inference =
 eval-mode forward under ``torch.no_grad`` (the decoder included, masked with the prediction).
 Inputs are random images in [0, 1] and random labels: the cost does not depend on the data.
 """
@@ -38,7 +38,7 @@ import torch
 import capslib
 from capslib.fused_routing import routed_capsules
 from capslib.layers import resolve_routing_implementation
-from capslib.train import train_step
+from capslib.training.loop import train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
@@ -105,7 +105,7 @@ ROUTING_IMPLEMENTATION = "auto"
 
 def build(impl: str, device: torch.device, iterations: int = 3, seed: int = 0, routing: str | None = None):
     """``(model, step)`` of ``impl``: ``step(x, y)`` is one training step (forward, loss, backward,
-    Adam), capslib's as ``capslib.train.fit`` runs it. Both impls get the same initial weights.
+    Adam), capslib's as ``capslib.training.fit`` runs it. Both impls get the same initial weights.
     ``routing`` is capslib's ``routing_implementation`` (default: ``ROUTING_IMPLEMENTATION``)."""
     torch.manual_seed(seed)
     reference = capslib.CapsNet(routing_iterations=iterations)

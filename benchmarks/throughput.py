@@ -16,8 +16,8 @@ import time
 import torch
 
 import capslib
-from capslib.compiling import compiled_or_eager
-from capslib.train import train_step
+from capslib.training.compiling import compiled_or_eager
+from capslib.training.loop import train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -41,7 +41,7 @@ def measure(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
-    def one_train_step():  # as capslib.train.fit runs it
+    def one_train_step():  # as capslib.training.fit runs it
         train_step(run, optimizer, x, y, amp=amp and device.type == "cuda")
 
     @torch.no_grad()

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from .baselines import BASELINES, BaselineCNN
-from .data import data_dir
 from .model import CapsNet
-from .utils import atomic_write, get_device
+from .utils import atomic_write, data_dir, get_device
 
 __all__ = [
     "PRETRAINED_NAME",

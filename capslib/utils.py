@@ -1,8 +1,9 @@
-"""Seeds and devices: the two things every notebook's Setup does; and writing files atomically."""
+"""Seeds and devices (the two things every notebook's Setup does), where data lives, and writing files atomically."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import platform
 import random
@@ -21,10 +22,24 @@ __all__ = [
     "get_device",
     "eval_mode",
     "atomic_write",
+    "write_json_atomic",
     "stale_temporaries",
     "check_index",
     "to_numpy",
+    "DATA_ENV",
+    "data_dir",
 ]
+
+DATA_ENV = "CAPSNET_DATA"
+"""Environment variable naming a data directory to use instead of the repository's ``data/``."""
+
+
+def data_dir() -> Path:
+    """``$CAPSNET_DATA`` if set, else the repository's ``data/`` folder (datasets, shipped weights)."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "data"
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -98,6 +113,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
             raise OSError(errno.ENOSPC, f"no space left on {path.parent} (writing {path.name}): {kept}") from err
         raise
     return path
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON (a final newline) to ``path`` all at once (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # Below this much free space a failed write is taken for a full disk: torch.save reports one as

@@ -1,4 +1,4 @@
-"""capslib.ablation: Table 1's runs end to end at a tiny budget; results read back strictly."""
+"""capslib.experiments.ablation: Table 1's runs end to end at a tiny budget; results read back strictly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from capslib import ablation
 from capslib.baselines import BaselineCNN
+from capslib.experiments import ablation as ablation
 from capslib.model import CapsNet
 from capslib.pretrained import load_checkpoint
 

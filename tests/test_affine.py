@@ -1,4 +1,4 @@
-"""capslib.affine and data.affine_mnist: exact transformations, the fixed seeded affine test set."""
+"""capslib.data.affine and data.affine_mnist: exact transformations, the fixed seeded affine test set."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import hashlib
 import pytest
 import torch
 
-from capslib.affine import AFFNIST_RANGES, AffineParameters, AffineRanges, affine_transform, random_affine_parameters
 from capslib.data import affine_mnist
+from capslib.data.affine import (
+    AFFNIST_RANGES,
+    AffineParameters,
+    AffineRanges,
+    affine_transform,
+    random_affine_parameters,
+)
 
 CHECKSUM = "388bcffa07a814417743b59436f94bc1d74c9fcec027dcf9bf8236bf027342ee"  # of the drawn parameters
 

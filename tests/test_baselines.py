@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import Subset
 
 import capslib
-import capslib.train as train
+import capslib.training.loop as train
 from capslib.baselines import BASELINES, MODEL_NAMES, PAPER_BASELINE, BaselineCNN, baseline_cnn
 from capslib.data import mnist
-from capslib.evaluate import evaluate
+from capslib.evaluation.accuracy import evaluate
 from capslib.pretrained import model_from_config
-from capslib.train import TrainConfig, fit
+from capslib.training.loop import TrainConfig, fit
 
 
 def count(model: torch.nn.Module) -> int:
@@ -163,17 +163,17 @@ def test_the_cli_trains_a_baseline(tiny_data, tmp_path, monkeypatch):
 
 
 def test_a_baseline_exports_with_its_own_card_and_loads_by_name(tiny_data, tmp_path, monkeypatch):
-    import capslib.evaluate
-    from capslib import data
+    import capslib.evaluation.accuracy
+    from capslib.data import datasets as data
 
-    full_evaluate = capslib.evaluate.evaluate  # the card's three passes, over 500 test images to save time
+    full_evaluate = capslib.evaluation.accuracy.evaluate  # the card's three passes, over 500 test images to save time
     monkeypatch.setattr(
-        capslib.evaluate, "evaluate", lambda *a, limit=None, **k: full_evaluate(*a, limit=limit or 500, **k)
+        capslib.evaluation.accuracy, "evaluate", lambda *a, limit=None, **k: full_evaluate(*a, limit=limit or 500, **k)
     )
 
     train_set, val_set = tiny_data
     fit(None, train_set, val_set, tiny_config(tmp_path / "run", epochs=1))
-    capslib.evaluate.main(
+    capslib.evaluation.accuracy.main(
         [
             str(tmp_path / "run" / "best.pt"),
             "--device",
@@ -196,7 +196,7 @@ def test_a_baseline_exports_with_its_own_card_and_loads_by_name(tiny_data, tmp_p
 
 
 def test_the_shipped_baseline_loads_by_name_and_agrees_with_its_card():
-    from capslib.evaluate import TEST_SLICE, evaluate
+    from capslib.evaluation.accuracy import TEST_SLICE, evaluate
     from capslib.pretrained import model_card
 
     model = capslib.load_pretrained("cpu", name="cnn_baseline_mnist")

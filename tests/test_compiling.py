@@ -1,4 +1,4 @@
-"""capslib.compiling: opt-in torch.compile, one warning and eager mode when it cannot compile."""
+"""capslib.training.compiling: opt-in torch.compile, one warning and eager mode when it cannot compile."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import capslib
-from capslib.compiling import compiled_or_eager
+from capslib.training.compiling import compiled_or_eager
 
 
 def _counting_compile(monkeypatch, behaviour):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset
 
-from capslib import data
+from capslib.data import datasets as data
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_MNIST = REPO / "data" / "mnist"

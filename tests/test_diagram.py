@@ -1,5 +1,5 @@
-"""capslib.diagram draws the architecture with exactly the shapes capslib.trace_shapes reports,
-and capslib.plots_why's figures draw (any warning is an error, as in test_plots.py)."""
+"""capslib.plots.architecture draws the architecture with exactly the shapes capslib.trace_shapes reports,
+and capslib.plots.why's figures draw (any warning is an error, as in test_plots.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
-from capslib import equivariance, plots_why  # noqa: E402
-from capslib.diagram import architecture_nodes, plot_architecture  # noqa: E402
+from capslib.analysis import equivariance as equivariance
+from capslib.plots import why as plots_why  # noqa: E402
+from capslib.plots.architecture import architecture_nodes, plot_architecture  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 

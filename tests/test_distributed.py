@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import capslib
-from capslib.distributed import World, share, world_from_env
-from capslib.train import TrainConfig, check_world, main
+from capslib.training.distributed import World, share, world_from_env
+from capslib.training.loop import TrainConfig, check_world, main
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

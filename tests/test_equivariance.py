@@ -1,4 +1,4 @@
-"""capslib.equivariance: exact shifts, rotations checked against torchvision and rot90, the
+"""capslib.analysis.equivariance: exact shifts, rotations checked against torchvision and rot90, the
 measurement's bookkeeping (zero transform, zero change), its input checks, and on the shipped
 model the claim notebook 00 makes: the reconstruction from the winning capsule moves with the digit."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import capslib
-from capslib import equivariance as E
+from capslib.analysis import equivariance as E
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""capslib.multimnist: the authors' pair generator, vectorised; a fixed, checksummed test set."""
+"""capslib.data.multimnist: the authors' pair generator, vectorised; a fixed, checksummed test set."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from capslib.data import mnist, shift_images, to_tensors
-from capslib.multimnist import (
+from capslib.data.multimnist import (
     CANVAS,
     MAX_SHIFT,
     at_least_one_right,
@@ -128,7 +128,7 @@ def test_capsnet_at_36x36_routes_3200_capsules_and_reconstructs_each_digit(test_
 
 def test_evaluate_multimnist_scores_both_digits(test_digits):
     import capslib
-    from capslib.evaluate import evaluate_multimnist
+    from capslib.evaluation.accuracy import evaluate_multimnist
 
     images, labels = test_digits
     torch.manual_seed(0)

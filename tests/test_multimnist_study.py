@@ -1,4 +1,4 @@
-"""capslib.multimnist_study: the iteration study reads the same numbers as the model itself, the
+"""capslib.experiments.multimnist_study: the iteration study reads the same numbers as the model itself, the
 separation measure is what its docstring says (checked by hand), and the CLI writes every key.
 
 A tiny CapsNet (16 Conv1 filters, 4 capsule types of 8D, 8D digit capsules) on 36x36 pairs keeps
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 import capslib
-from capslib import multimnist_study as study
 from capslib.data import mnist, to_tensors
-from capslib.evaluate import evaluate_multimnist
-from capslib.multimnist import pair_batch
+from capslib.data.multimnist import pair_batch
+from capslib.evaluation.accuracy import evaluate_multimnist
+from capslib.experiments import multimnist_study as study
 from capslib.pretrained import save_pretrained
 
 
@@ -194,7 +194,7 @@ def test_cli_writes_every_key_and_the_numbers_of_evaluate(tmp_path, shipped_tiny
     assert record["test_pairs"] == 20 and "--test-limit 20" in record["command"]
     assert record["command"].startswith("python -m capslib.multimnist_study")
     assert record["hardware"] and record["seconds"] >= 0
-    from capslib.multimnist import multimnist_test_set
+    from capslib.data.multimnist import multimnist_test_set
 
     fixed = multimnist_test_set(*digits)  # the first 20 of the fixed test pairs
     first = study.subset(fixed, slice(0, 20))

@@ -2,8 +2,8 @@
 
 Each notebook in ``notebooks/`` is executed with nbclient on a temporary copy of the folder, with
 ``CAPSNET_FAST=1`` and matplotlib's default (inline) backend. A final cell is appended that moves
-every slider registered through :func:`capslib.widgets.interactive_plot` to another value and
-back (:func:`capslib.widgets.exercise_widgets`); it raises if any widget callback raised, because
+every slider registered through :func:`capslib.plots.widgets.interactive_plot` to another value and
+back (:func:`capslib.plots.widgets.exercise_widgets`); it raises if any widget callback raised, because
 ipywidgets would otherwise swallow the error into the widget's output area.
 
 The structure tests check the layout the series promises (STYLE.md, convention 10 and 11).
@@ -27,7 +27,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 FIRST_NUMBER = 0  # the series starts with 00_why_capsules
 LAST_NUMBER = 10  # the series ends with 10_multimnist
 WITH_SLIDERS = {0, 3, 4, 6, 7, 9, 10}  # notebooks the series promises sliders in
-WIDGET_CELL = 'import capslib.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
+WIDGET_CELL = 'import capslib.plots.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
 ids = [path.stem for path in NOTEBOOKS]
 
 

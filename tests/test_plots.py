@@ -1,4 +1,4 @@
-"""Every public drawing function of capslib.plots and capslib.plots_trained draws; capslib.interpret
+"""Every public drawing function of capslib.plots.figures and capslib.plots.trained draws; capslib.analysis.interpret
 returns tensors of the documented shapes and leaves the model as it found it.
 
 The notebooks call them too, but a notebook kernel hides warnings; here any warning (e.g. a
@@ -14,7 +14,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
-from capslib import interpret, plots, plots_trained  # noqa: E402
+from capslib.analysis import interpret as interpret
+from capslib.plots import figures as plots
+from capslib.plots import trained as plots_trained  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
@@ -78,7 +80,7 @@ def test_routing_iterations_use_fixed_scales(model, images):
 
 
 def test_routing_lab_plot_keeps_axes_and_colours_fixed():
-    from capslib.routing_lab import synthetic_votes
+    from capslib.analysis.routing_lab import synthetic_votes
 
     u_hat, membership = synthetic_votes(num_out=2, cluster_size=4, num_scattered=6, seed=1)
     result = capslib.dynamic_routing(u_hat, iterations=4, return_trace=True)
@@ -96,7 +98,7 @@ def test_routing_lab_plot_keeps_axes_and_colours_fixed():
 
 
 def test_coupling_polarisation_plot(model, images):
-    from capslib.routing_stats import route_with_agreement_scale
+    from capslib.analysis.routing_stats import route_with_agreement_scale
 
     with torch.no_grad():
         u_hat = model.digit_caps.prediction_vectors(model.primary_caps(torch.relu(model.conv1(images[:1]))))
@@ -187,7 +189,7 @@ def test_widgets_take_controls_and_partials_only():
     widgets = pytest.importorskip("ipywidgets")
     from functools import partial
 
-    from capslib.widgets import CALLBACK_ERRORS, exercise_widgets, interactive_plot
+    from capslib.plots.widgets import CALLBACK_ERRORS, exercise_widgets, interactive_plot
 
     panel = interactive_plot(partial(plots.plot_margin_loss, m_minus=0.2), m_plus=widgets.FloatSlider(0.9, min=0.5))
     assert isinstance(panel, widgets.VBox)

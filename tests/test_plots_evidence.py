@@ -1,4 +1,4 @@
-"""capslib.plots_evidence: the ablation, the robustness curves and one transformed digit, drawn honestly."""
+"""capslib.plots.evidence: the ablation, the robustness curves and one transformed digit, drawn honestly."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
-from capslib.ablation import PAPER_TEST_ERROR  # noqa: E402
 from capslib.baselines import baseline_cnn  # noqa: E402
-from capslib.plots_evidence import (  # noqa: E402
+from capslib.experiments.ablation import PAPER_TEST_ERROR  # noqa: E402
+from capslib.plots.evidence import (  # noqa: E402
     plot_ablation,
     plot_robustness_curves,
     plot_transformed_digit,

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from capslib import plots_multimnist as pm  # noqa: E402
+from capslib.plots import multimnist as pm  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 

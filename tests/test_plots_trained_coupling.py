@@ -3,7 +3,7 @@ drawn values are the coupling itself (not stretched), a zoom says so, and the ag
 exploration is labelled as not the paper's algorithm.
 
 An untrained CapsNet is enough: the tests check what is drawn against what
-:mod:`capslib.interpret` computes, not what a trained model does.
+:mod:`capslib.analysis.interpret` computes, not what a trained model does.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import capslib  # noqa: E402
-from capslib import interpret, plots_trained  # noqa: E402
-from capslib.routing_stats import model_prediction_vectors, route_with_agreement_scale  # noqa: E402
+from capslib.analysis import interpret as interpret
+from capslib.analysis.routing_stats import model_prediction_vectors, route_with_agreement_scale  # noqa: E402
+from capslib.plots import trained as plots_trained  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 

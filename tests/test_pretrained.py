@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 import capslib
-from capslib.checkpoints import initial_weights, load_last
-from capslib.evaluate import TEST_SLICE, evaluate
+from capslib.evaluation.accuracy import TEST_SLICE, evaluate
 from capslib.pretrained import model_card, pretrained_dir
+from capslib.training.checkpoints import initial_weights, load_last
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -238,7 +238,7 @@ def test_evaluate_refuses_labels_out_of_range_and_empty_data():
 
 
 def _fake_evaluation(*args, **kwargs):
-    from capslib.evaluate import Evaluation
+    from capslib.evaluation.accuracy import Evaluation
 
     confusion = torch.eye(10, dtype=torch.long) * 5
     labels = torch.arange(10).repeat_interleave(5)
@@ -257,15 +257,15 @@ def _fake_evaluation(*args, **kwargs):
 @pytest.fixture
 def fast_cli(monkeypatch, tmp_path):
     """The CLI with a stand-in for the 10,000-image evaluation, run from an empty working directory."""
-    import capslib.evaluate
+    import capslib.evaluation.accuracy
     import capslib.pretrained
 
-    monkeypatch.setattr(capslib.evaluate, "evaluate", _fake_evaluation)
+    monkeypatch.setattr(capslib.evaluation.accuracy, "evaluate", _fake_evaluation)
     monkeypatch.setattr(capslib.pretrained, "load_pretrained", lambda device=None, name=None: torch.nn.Linear(1, 1))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return capslib.evaluate.main, work
+    return capslib.evaluation.accuracy.main, work
 
 
 def test_evaluate_cli_pretrained_writes_into_runs_evaluate_not_the_working_directory(fast_cli):

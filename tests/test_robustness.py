@@ -1,4 +1,4 @@
-"""capslib.robustness: accuracy curves under one transformation at a time."""
+"""capslib.evaluation.robustness: accuracy curves under one transformation at a time."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import capslib
-from capslib.affine import AffineParameters, affine_transform
 from capslib.baselines import baseline_cnn
 from capslib.data import mnist, to_tensors
-from capslib.robustness import robustness_curve
+from capslib.data.affine import AffineParameters, affine_transform
+from capslib.evaluation.robustness import robustness_curve
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_bad_requests_say_what_was_expected(digits, part, amounts, message):
 def test_the_cli_writes_every_model_and_curve_and_load_reads_it_back(tmp_path, capsys):
     import json
 
-    from capslib.robustness import CURVES, load_robustness, main
+    from capslib.evaluation.robustness import CURVES, load_robustness, main
 
     out = tmp_path / "robustness.json"
     main(["--out", str(out), "--test-limit", "40", "--threads", "1"])
@@ -95,7 +95,7 @@ def test_the_cli_writes_every_model_and_curve_and_load_reads_it_back(tmp_path, c
     ],
 )
 def test_a_missing_or_malformed_results_file_says_what_was_expected(tmp_path, content, error, message):
-    from capslib.robustness import load_robustness
+    from capslib.evaluation.robustness import load_robustness
 
     path = tmp_path / "r.json"
     if content is not None:
@@ -105,7 +105,7 @@ def test_a_missing_or_malformed_results_file_says_what_was_expected(tmp_path, co
 
 
 def test_paired_comparison_counts_and_the_exact_mcnemar_p_value():
-    from capslib.robustness import paired_comparison
+    from capslib.evaluation.robustness import paired_comparison
 
     a = torch.tensor([1, 1, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
     b = torch.tensor([1, 0, 0, 0, 1, 0, 1, 0], dtype=torch.bool)

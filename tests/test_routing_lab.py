@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import capslib
-from capslib.routing_lab import cluster_coupling, synthetic_votes
+from capslib.analysis.routing_lab import cluster_coupling, synthetic_votes
 
 
 def test_shapes_lengths_and_membership():

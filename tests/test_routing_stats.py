@@ -1,4 +1,4 @@
-"""capslib.routing_stats: the measurements of how far routing moves are right and honest."""
+"""capslib.analysis.routing_stats: the measurements of how far routing moves are right and honest."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from capslib import CapsNet, dynamic_routing, squash
-from capslib.routing_stats import (
+from capslib.analysis.routing_stats import (
     STATISTICS_COLUMNS,
     model_prediction_vectors,
     predictions_by_iterations,

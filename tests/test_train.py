@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 import capslib
-import capslib.train as train
+import capslib.training.loop as train
 from capslib.data import mnist
-from capslib.faults import TrainingInterrupted
 from capslib.functional import margin_loss
-from capslib.train import TrainConfig, build_parser, config_from_args, fit, save_atomic
+from capslib.training.faults import TrainingInterrupted
+from capslib.training.loop import TrainConfig, build_parser, config_from_args, fit, save_atomic
 from capslib.utils import eval_mode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +188,7 @@ def test_compile_opt_in_falls_back_to_eager(tiny_data, tmp_path, monkeypatch):
 
 def test_micro_batches_give_the_same_step(mnist_train):
     """Slices of 7 (the last one short) give the same losses, accuracy count and update."""
-    from capslib.train import train_step
+    from capslib.training.loop import train_step
 
     x = torch.stack([mnist_train[i][0] for i in range(30)])
     y = torch.tensor([mnist_train[i][1] for i in range(30)])
@@ -212,7 +212,7 @@ def test_amp_on_the_cpu_runs_convolutions_in_bf16_and_routing_in_fp32(mnist_trai
 
     The step is close to the fp32 step (bf16 keeps 8 bits of mantissa) and the weights stay fp32.
     """
-    from capslib.train import AMP_DEVICES, train_step
+    from capslib.training.loop import AMP_DEVICES, train_step
 
     assert "cpu" in AMP_DEVICES
     x = torch.stack([mnist_train[i][0] for i in range(16)])
@@ -514,7 +514,7 @@ def test_ctrl_c_in_fit_checkpoints_reraises_and_resumes_exactly(tiny_data, tmp_p
 # announced on stdout (and slowed down by STEP_SECONDS) so the test knows when training is under way.
 CHILD = """
 import os, time
-import capslib, capslib.train as train
+import capslib, capslib.training.loop as train
 tiny = dict(conv_channels=16, num_types=4, in_dim=8, out_dim=8)
 train.CapsNet = lambda **kwargs: capslib.CapsNet(**{**tiny, **kwargs})
 step, pause = train.train_step, float(os.environ.get("STEP_SECONDS", "0"))

@@ -7,9 +7,9 @@ import torch
 from torch.utils.data import Subset
 
 import capslib
-import capslib.train as train
+import capslib.training.loop as train
 from capslib.data import mnist
-from capslib.train import TrainConfig, fit
+from capslib.training.loop import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_validation_pairs_are_fixed_and_both_digits_must_be_right(digits):
 def test_export_writes_a_card_whose_accuracy_the_loaded_model_reproduces(digits, tmp_path, monkeypatch, capsys):
     """`evaluate --dataset multimnist --export`: fp16 weights + a card with the both-right accuracy on
     the fixed test pairs, which the shipped model, loaded back, scores again."""
-    import capslib.evaluate as evaluate
+    import capslib.evaluation.accuracy as evaluate
     import capslib.pretrained as pretrained
 
     fit(tiny_capsnet(), *digits, config(tmp_path / "run", epochs=1))

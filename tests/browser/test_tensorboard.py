@@ -24,9 +24,9 @@ from torch.utils.data import Subset
 
 import capslib
 from capslib.data import mnist
-from capslib.train import fit
+from capslib.training.loop import fit
 
-# Scalars capslib.train writes: per logged batch (every 50th) and per epoch (see train._log_epoch).
+# Scalars capslib.training.loop writes: per logged batch (every 50th) and per epoch (see train._log_epoch).
 BATCH_TAGS = {"loss/total", "loss/margin", "loss/reconstruction"}
 EPOCH_TAGS = {  # tag: the key of the epoch's history record holding the same value
     "accuracy/train": "train_accuracy",

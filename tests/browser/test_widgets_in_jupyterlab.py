@@ -1,6 +1,6 @@
 """The notebooks' sliders in a real JupyterLab, driven by a real (headless) Chromium.
 
-For every notebook with sliders (made by :func:`capslib.widgets.interactive_plot`), as a reader
+For every notebook with sliders (made by :func:`capslib.plots.widgets.interactive_plot`), as a reader
 would: open it in JupyterLab, Run > Run All Cells (fast mode), wait until every code cell has an
 execution count and the kernel is idle, check that the widget panel rendered with a figure, then
 move one slider with the keyboard (ArrowRight, End) and with the mouse (drag the handle), and after

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .tracing import ShapeTable, trace_shapes
+from ..analysis.tracing import ShapeTable, trace_shapes
 
 __all__ = ["architecture_nodes", "plot_architecture"]
 
@@ -155,7 +155,7 @@ def plot_architecture(model: torch.nn.Module | None = None, ax=None, images: tor
         The figure.
     """
     if model is None:
-        from .model import CapsNet
+        from ..model import CapsNet
 
         model = CapsNet()
     if images is None:

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Polygon
 
-from .utils import check_index
-from .utils import to_numpy as _np
+from ..utils import check_index
+from ..utils import to_numpy as _np
 
 __all__ = [
     "plot_pooling_example",
@@ -299,7 +299,7 @@ def plot_equivariance_step(result, amount: float, index: int = 0):
         (result["reconstruction_reference"][index], f"decoded from v_{winner}(x)"),
         (result["reconstructions"][step, index], f"decoded from v_{winner}(x')\n{moved} {motion:+.1f} {unit}"),
     ]
-    from .equivariance import centre_of_mass  # the same measure as the curves
+    from ..analysis.equivariance import centre_of_mass  # the same measure as the curves
 
     reference_x = float(centre_of_mass(result["reconstruction_reference"][index])[0, 0])
     for k, (image, title) in enumerate(images):

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..utils import check_index, eval_mode
 from .routing_stats import model_prediction_vectors, route_with_agreement_scale
-from .utils import check_index, eval_mode
 
 __all__ = [
     "PERTURBATIONS",

@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .ablation import PAPER_TEST_ERROR, VARIANTS
-from .affine import AffineParameters, affine_transform
-from .functional import class_scores
-from .utils import eval_mode
+from ..data.affine import AffineParameters, affine_transform
+from ..experiments.ablation import PAPER_TEST_ERROR, VARIANTS
+from ..functional import class_scores
+from ..utils import eval_mode
 
 __all__ = ["plot_ablation", "plot_robustness_curves", "plot_transformed_digit", "transformed_view", "CURVE_LABELS"]
 

@@ -28,9 +28,9 @@ import torch
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.patches import Rectangle
 
-from .interpret import coupling_maps, coupling_spread, decode_pose, mean_coupling, receptive_fields
-from .utils import check_index
-from .utils import to_numpy as _np
+from ..analysis.interpret import coupling_maps, coupling_spread, decode_pose, mean_coupling, receptive_fields
+from ..utils import check_index
+from ..utils import to_numpy as _np
 
 __all__ = [
     "plot_training_curves",

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .pretrained import PRETRAINED_NAME, pretrained_dir, read_torch_file
-from .utils import atomic_write, stale_temporaries
+from ..pretrained import PRETRAINED_NAME, pretrained_dir, read_torch_file
+from ..utils import atomic_write, stale_temporaries
 
 __all__ = [
     "RunState",

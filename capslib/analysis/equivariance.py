@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .utils import eval_mode
+from ..utils import eval_mode
 
 __all__ = [
     "KINDS",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import shift_images
-from .functional import correct_predictions
+from ..functional import correct_predictions
+from .datasets import shift_images
 
 __all__ = [
     "CANVAS",

@@ -13,8 +13,8 @@ import tokenize
 import typing
 from dataclasses import dataclass, field, fields
 
-from .baselines import MODEL_NAMES
-from .data import DATASETS
+from ..baselines import MODEL_NAMES
+from ..data.datasets import DATASETS
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .utils import eval_mode
+from ..utils import eval_mode
 
 __all__ = ["ShapeTable", "trace_shapes"]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -33,8 +32,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..utils import DATA_ENV, atomic_write, data_dir
 from .affine import AFFNIST_RANGES, AffineParameters, AffineRanges, affine_transform, random_affine_parameters
-from .utils import atomic_write
 
 __all__ = [
     "DATA_ENV",
@@ -53,9 +52,6 @@ __all__ = [
     "split_train_val",
     "to_tensors",
 ]
-
-DATA_ENV = "CAPSNET_DATA"
-"""Environment variable naming a data directory to use instead of the repository's ``data/``."""
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -86,14 +82,6 @@ class DataNotFoundError(FileNotFoundError):
 
 class CorruptDataError(ValueError):
     """A dataset file does not match its recorded checksum."""
-
-
-def data_dir() -> Path:
-    """``$CAPSNET_DATA`` if set, else the repository's ``data/`` folder."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "data"
 
 
 def _cache_dir() -> Path:

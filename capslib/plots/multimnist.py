@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.patches import Rectangle
 
-from .utils import to_numpy as _np
+from ..utils import to_numpy as _np
 
 __all__ = [
     "DIGIT_COLOURS",

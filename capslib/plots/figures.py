@@ -21,8 +21,8 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 
-from .utils import check_index
-from .utils import to_numpy as _np
+from ..utils import check_index
+from ..utils import to_numpy as _np
 
 __all__ = [
     "plot_digit",

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .functional import squash
-from .routing import RoutingResult, RoutingStep, check_iterations, dynamic_routing
-from .utils import check_index, eval_mode
+from ..functional import squash
+from ..routing import RoutingResult, RoutingStep, check_iterations, dynamic_routing
+from ..utils import check_index, eval_mode
 
 __all__ = [
     "ValueTable",

@@ -1,0 +1,263 @@
+"""The paper's Table 1, measured here: CapsNet with 1 and 3 routing iterations, each with and
+without the reconstruction loss, and a baseline CNN, all trained with one recipe and budget over
+several seeds, evaluated on all 10,000 MNIST test images (never augmented) and on the fixed
+affine test set (:func:`capslib.data.affine_mnist`).
+
+    python -m capslib.ablation --out results/ablation --checkpoints runs/ablation --epochs 3 --seeds 0 1 2
+
+Every run is selected on validation only: :func:`capslib.train.fit` keeps the epoch with the best
+validation accuracy in ``best.pt`` (ties: the earlier epoch, since only a strictly better one
+replaces it), and that checkpoint is the one tested. Each finished run writes
+``<out>/runs/<variant>_seed<k>.json`` (its raw result) and is skipped when the command runs again;
+a killed run resumes from its ``last.pt``. ``<out>/summary.md`` and ``summary.json`` hold the
+mean +- standard deviation (sample, n - 1) per variant beside the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.datasets import affine_mnist, load_dataset
+from ..evaluation.accuracy import evaluate
+from ..pretrained import load_checkpoint
+from ..training.loop import TrainConfig, fit
+from ..utils import atomic_write, hardware_name
+
+__all__ = ["Variant", "VARIANTS", "PAPER_TEST_ERROR", "run_variant", "load_results", "summarize", "main"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of Table 1: the model and the settings that differ from the shared recipe."""
+
+    name: str
+    model: str  # TrainConfig.model
+    routing_iterations: int | None  # None: not a CapsNet
+    reconstruction: bool
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("capsnet-r1", "capsnet", 1, False),
+        Variant("capsnet-r1-recon", "capsnet", 1, True),
+        Variant("capsnet-r3", "capsnet", 3, False),
+        Variant("capsnet-r3-recon", "capsnet", 3, True),
+        Variant("cnn-baseline", "cnn-baseline", None, False),
+        Variant("cnn-small", "cnn-small", None, False),
+    )
+}
+"""The variants by name; ``cnn-baseline`` is the paper's 35.4M CNN, ``cnn-small`` a 1.1M one (CPU budgets)."""
+
+PAPER_TEST_ERROR = {
+    "capsnet-r1": "0.34 +- 0.032",
+    "capsnet-r1-recon": "0.29 +- 0.011",
+    "capsnet-r3": "0.35 +- 0.036",
+    "capsnet-r3-recon": "0.25 +- 0.005",
+    "cnn-baseline": "0.39",
+}
+"""Sabour et al. 2017, Table 1: MNIST test error in %, mean +- std over 3 trials (the baseline: one number)."""
+
+RESULT_KEYS = ("variant", "seed", "test_accuracy", "test_errors", "test_images", "affine_accuracy", "best_val_accuracy")
+
+
+def run_variant(
+    variant: Variant,
+    seed: int,
+    recipe: TrainConfig,
+    out: Path,
+    affine_set=None,
+    test_limit: int | None = None,
+    checkpoints: Path | None = None,
+) -> dict:
+    """Train ``variant`` with ``recipe`` and ``seed`` (resuming its own ``last.pt`` if one is
+    there), test the best-validating checkpoint, write and return its raw result.
+
+    ``test_limit`` tests only the first images (a smoke test's budget; the result records how
+    many); None tests all 10,000. The run's checkpoints go to ``checkpoints`` (default
+    ``<out>/checkpoints``), its result to ``<out>/runs/``."""
+    run_dir = (checkpoints or out / "checkpoints") / f"{variant.name}_seed{seed}"
+    config = TrainConfig(
+        **{
+            **asdict(recipe),
+            "model": variant.model,
+            "routing_iterations": variant.routing_iterations or recipe.routing_iterations,
+            "reconstruction": variant.reconstruction,
+            "seed": seed,
+            "out_dir": str(run_dir),
+        }
+    )
+    started = time.monotonic()
+    trained = fit(config=config, resume=(run_dir / "last.pt").exists())
+    model = load_checkpoint(run_dir / "best.pt", device=config.device)
+    test = evaluate(model, load_dataset(config.dataset, train=False), limit=test_limit, progress=False)
+    affine = evaluate(model, affine_set, limit=test_limit, progress=False) if affine_set is not None else None
+    result = {
+        "variant": variant.name,
+        "seed": seed,
+        "test_accuracy": test.accuracy,
+        "test_errors": test.errors,
+        "test_images": test.total,
+        "affine_accuracy": affine.accuracy if affine is not None else None,
+        "best_val_accuracy": trained["best_val_accuracy"],
+        "best_epoch": trained["best_epoch"],
+        "epochs": config.epochs,
+        "train_images_per_epoch": config.train_limit or "all",
+        "seconds": round(time.monotonic() - started, 1),
+        "config": asdict(config),
+        "hardware": hardware_name(next(model.parameters()).device),
+        "torch": torch.__version__,
+    }
+    path = out / "runs" / f"{variant.name}_seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+def load_results(folder: str | Path) -> list[dict]:
+    """Every run's raw result in ``<folder>/runs/*.json``.
+
+    Raises:
+        FileNotFoundError: if there is no such folder or it holds no results, naming it.
+        ValueError: if a file is not JSON or lacks a result's keys, naming the file and the keys.
+    """
+    runs = Path(folder) / "runs"
+    files = sorted(runs.glob("*.json")) if runs.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no ablation results in {runs}: run python -m capslib.ablation --out {folder}")
+    results = []
+    for path in files:
+        try:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a JSON ablation result: {err}") from None
+        missing = [key for key in RESULT_KEYS if not isinstance(result, dict) or key not in result]
+        if missing:
+            raise ValueError(
+                f"{path} is not an ablation result: expected the keys {list(RESULT_KEYS)}, missing {missing}"
+            )
+        results.append(result)
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return mean, std
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """Per variant (Table 1's order): runs, test error % and affine accuracy % as mean and std."""
+    rows = []
+    for name in VARIANTS:
+        mine = [r for r in results if r["variant"] == name]
+        if not mine:
+            continue
+        error, error_std = _mean_std([100 * (1 - r["test_accuracy"]) for r in mine])
+        affine = [100 * r["affine_accuracy"] for r in mine if r["affine_accuracy"] is not None]
+        affine_mean, affine_std = _mean_std(affine) if affine else (float("nan"), float("nan"))
+        rows.append(
+            {
+                "variant": name,
+                "runs": len(mine),
+                "seeds": sorted(r["seed"] for r in mine),
+                "test_images": "/".join(sorted({str(r["test_images"]) for r in mine})),
+                "test_error_percent": error,
+                "test_error_std": error_std,
+                "affine_accuracy_percent": affine_mean,
+                "affine_accuracy_std": affine_std,
+                "paper_test_error_percent": PAPER_TEST_ERROR.get(name, "-"),
+            }
+        )
+    return rows
+
+
+def summary_markdown(rows: list[dict], command: str) -> str:
+    """The summary as a Markdown table, with the command that made it."""
+    lines = [
+        "| variant | runs | test images | test error % (mean +- std) | paper's test error % | affine test accuracy % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        error = f"{row['test_error_percent']:.2f} +- {row['test_error_std']:.2f}"
+        affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
+        cells = [row["variant"], row["runs"], row["test_images"], error, row["paper_test_error_percent"], affine]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines) + f"\n\nMade by: `{command}`\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m capslib.ablation",
+        description="Table 1 of Sabour et al. 2017 measured here: every variant, several seeds, one recipe.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", default="results/ablation", help="results folder (runs/*.json, summary.*)")
+    parser.add_argument(
+        "--checkpoints", default=None, help="where the runs' checkpoints go (default: <out>/checkpoints; ~100 MB a run)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[n for n in VARIANTS if n != "cnn-baseline"],
+        choices=list(VARIANTS),
+        help="which rows to train",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per seed and variant")
+    parser.add_argument("--epochs", type=int, default=3, help="the shared budget: epochs per run")
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="train on the first N training images (None: 55,000)"
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="the shared batch size")
+    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: torch's default)")
+    parser.add_argument("--val-size", type=int, default=5000, help="the last N training images validate")
+    parser.add_argument("--test-limit", type=int, default=None, help="test on the first N images only (smoke tests)")
+    parser.add_argument("--no-affine", action="store_true", help="skip the affine test set")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    recipe = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        val_size=args.val_size,
+        device=args.device,
+        threads=args.threads,
+        tensorboard=False,
+        progress=False,
+    )
+    recipe.validate()
+    affine_set = None if args.no_affine else affine_mnist()[0]
+    for seed in args.seeds:
+        for name in args.variants:
+            if (out / "runs" / f"{name}_seed{seed}.json").exists():
+                print(f"{name} seed {seed}: done already (delete its runs/*.json to redo it)", flush=True)
+                continue
+            print(f"{name} seed {seed}: training", flush=True)
+            checkpoints = Path(args.checkpoints) if args.checkpoints else None
+            result = run_variant(VARIANTS[name], seed, recipe, out, affine_set, args.test_limit, checkpoints)
+            print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
+    rows = summarize(load_results(out))
+    command = shlex.join(["python", "-m", "capslib.ablation", *argv])
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(summary_markdown(rows, command)))
+    print(summary_markdown(rows, command))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

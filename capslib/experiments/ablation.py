@@ -21,7 +21,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -31,41 +31,10 @@ from ..evaluation.accuracy import evaluate
 from ..pretrained import load_checkpoint
 from ..training.loop import TrainConfig, fit
 from ..utils import atomic_write, hardware_name
+from .table1 import PAPER_TEST_ERROR, VARIANTS, Variant
 
 __all__ = ["Variant", "VARIANTS", "PAPER_TEST_ERROR", "run_variant", "load_results", "summarize", "main"]
 
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of Table 1: the model and the settings that differ from the shared recipe."""
-
-    name: str
-    model: str  # TrainConfig.model
-    routing_iterations: int | None  # None: not a CapsNet
-    reconstruction: bool
-
-
-VARIANTS = {
-    v.name: v
-    for v in (
-        Variant("capsnet-r1", "capsnet", 1, False),
-        Variant("capsnet-r1-recon", "capsnet", 1, True),
-        Variant("capsnet-r3", "capsnet", 3, False),
-        Variant("capsnet-r3-recon", "capsnet", 3, True),
-        Variant("cnn-baseline", "cnn-baseline", None, False),
-        Variant("cnn-small", "cnn-small", None, False),
-    )
-}
-"""The variants by name; ``cnn-baseline`` is the paper's 35.4M CNN, ``cnn-small`` a 1.1M one (CPU budgets)."""
-
-PAPER_TEST_ERROR = {
-    "capsnet-r1": "0.34 +- 0.032",
-    "capsnet-r1-recon": "0.29 +- 0.011",
-    "capsnet-r3": "0.35 +- 0.036",
-    "capsnet-r3-recon": "0.25 +- 0.005",
-    "cnn-baseline": "0.39",
-}
-"""Sabour et al. 2017, Table 1: MNIST test error in %, mean +- std over 3 trials (the baseline: one number)."""
 
 RESULT_KEYS = ("variant", "seed", "test_accuracy", "test_errors", "test_images", "affine_accuracy", "best_val_accuracy")
 

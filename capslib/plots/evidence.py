@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data.affine import AffineParameters, affine_transform
-from ..experiments.ablation import PAPER_TEST_ERROR, VARIANTS
+from ..experiments.table1 import PAPER_TEST_ERROR, VARIANTS
 from ..functional import class_scores
 from ..utils import eval_mode
 

@@ -31,3 +31,44 @@ def close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# MNIST read once per test session, for every module that needs real digits. The tensors are
+# shared: a test that changes them must clone first.
+@pytest.fixture(scope="session")
+def mnist_test_tensors():
+    """The 10,000 MNIST test images and labels: ``(10000, 1, 28, 28)`` in [0, 1], ``(10000,)``."""
+    from capslib.data import mnist, to_tensors
+
+    return to_tensors(mnist(train=False))
+
+
+@pytest.fixture(scope="session")
+def mnist_train_tensors():
+    """The 60,000 MNIST training images and labels: ``(60000, 1, 28, 28)`` in [0, 1], ``(60000,)``."""
+    from capslib.data import mnist, to_tensors
+
+    return to_tensors(mnist(train=True))
+
+
+def seeded_capsnet(seed: int = 0, **kwargs):
+    """A CapsNet with weights drawn from ``seed`` (eval mode): the same model wherever a test asks
+    for it. ``kwargs`` go to :class:`capslib.CapsNet` (e.g. a small ``conv_channels=16, num_types=4``)."""
+    import torch
+
+    import capslib
+
+    torch.manual_seed(seed)
+    return capslib.CapsNet(**kwargs).eval()
+
+
+@pytest.fixture(scope="session")
+def capsnet():
+    """The paper's CapsNet with seed-0 random weights, in eval mode, shared by the session: do not train it."""
+    return seeded_capsnet(0)
+
+
+@pytest.fixture(scope="session")
+def small_capsnet():
+    """A small CapsNet (16 Conv1 channels, 4 capsule types) with seed-0 random weights, eval mode, shared."""
+    return seeded_capsnet(0, conv_channels=16, num_types=4)

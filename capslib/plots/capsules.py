@@ -104,12 +104,12 @@ def plot_capsule_grid(values, grid: tuple[int, int] = (6, 6), title: str = "Caps
 def plot_capsule_output(
     lengths, pose, class_index: int, title: str = "Digit capsules", pose_limit: float | None = None
 ):
-    """The ten capsule lengths (activities) and the 16 numbers of the winning capsule's pose.
+    """The ``N_out`` capsule lengths (activities) and the ``D_out`` numbers of one capsule's pose.
 
     Args:
         lengths: ``(N_out,)`` capsule lengths ``|v_j|`` in [0, 1).
         pose: ``(D_out,)`` the pose ``v_k`` of capsule ``class_index``.
-        class_index: ``k``, drawn bold in the lengths panel.
+        class_index: ``k``, its bar drawn in the pose's colour in the lengths panel.
         title: the figure's title.
         pose_limit: y range ``[-pose_limit, pose_limit]`` of the pose panel (None: its own largest value).
 

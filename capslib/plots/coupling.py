@@ -95,19 +95,19 @@ def plot_coupling(
     ``c_ij`` to the chosen class ``j`` on the image: one square per primary-grid position, placed
     at the centre of that position's receptive field (the dashed box: the 17x17 field of the one
     furthest from uniform), its colour the mean ``c`` over the ``T`` capsule types (weighted by vote
-    length if ``weighted``, see :func:`capslib.interpret.mean_coupling`), on the fixed scale of
+    length if ``weighted``, see :func:`capslib.analysis.interpret.mean_coupling`), on the fixed scale of
     :func:`coupling_colours` (white: the equal share ``1 / N_out``; red: more; blue: less). The last
     panel plots every class's ``|v_j|`` after each iteration.
 
     Args:
-        model: a :class:`capslib.CapsNet`, routed by :func:`capslib.interpret.coupling_maps`.
+        model: a :class:`capslib.CapsNet`, routed by :func:`capslib.analysis.interpret.coupling_maps`.
         image: ``(C, H, W)``; class_index: ``j`` (None: the class predicted after routing).
         iterations: ``R``; with more than ``max_maps`` iterations only ``max_maps`` evenly spaced
             ones (the first and the last among them) are drawn as maps, each titled with its number.
         c_range: the values of ``c`` at the ends of the colour bar (default: all of ``[0, 1]``);
             a narrower range is a zoom, and the title says so.
         agreement_scale: 1 is the paper's routing; anything else is the exploration of
-            :func:`capslib.routing_stats.route_with_agreement_scale`, labelled as such in the title.
+            :func:`capslib.analysis.routing_stats.route_with_agreement_scale`, labelled as such in the title.
 
     Returns:
         The figure.
@@ -184,7 +184,7 @@ def plot_coupling_types(
     """Every primary capsule's coupling to one class: the ``T`` type grids ``H' x W'`` side by side.
 
     Args:
-        maps: the output of :func:`capslib.interpret.coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
+        maps: the output of :func:`capslib.analysis.interpret.coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
         class_index: ``j``; iteration: which iteration (0-based, -1: the last).
         c_range: the values of ``c`` at the ends of the colour bar (default: all of ``[0, 1]``), on
             the fixed scale of :func:`coupling_colours`; a narrower range is a zoom, and the title says so.
@@ -231,12 +231,12 @@ def plot_coupling_spread(maps: dict[str, torch.Tensor], bins: int = 45, axes=Non
 
     Left: ``max_j c_ij`` of each of the ``N_in`` input capsules, on its whole range
     ``[1 / N_out, 1]``; right: the entropy of ``c_i`` in nats on ``[0, ln N_out]``
-    (:func:`capslib.interpret.coupling_spread`). The dashed lines mark uniform coupling
+    (:func:`capslib.analysis.interpret.coupling_spread`). The dashed lines mark uniform coupling
     (``1 / N_out`` and ``ln N_out``). Counts are on a log scale so that a handful of committed
     capsules shows beside a thousand uniform ones; the bins are fixed, not fitted to the data.
 
     Args:
-        maps: the output of :func:`capslib.interpret.coupling_maps`.
+        maps: the output of :func:`capslib.analysis.interpret.coupling_maps`.
         bins: bins over each full range.
         axes: two matplotlib axes; None makes a new figure.
 

@@ -19,7 +19,7 @@ __all__ = ["plot_dimension_grid", "plot_reconstruction_from_pose"]
 
 
 def plot_dimension_grid(perturbed: dict[str, torch.Tensor], ax=None, title: str | None = None):
-    """Draw :func:`capslib.interpret.perturb_dimensions`' reconstructions as one mosaic: a row per dimension.
+    """Draw :func:`capslib.analysis.interpret.perturb_dimensions`' reconstructions as one mosaic: a row per dimension.
 
     Args:
         perturbed: its output (``reconstructions`` ``(D_out, V, C, H, W)``, ``values`` ``(V,)``).
@@ -59,7 +59,7 @@ def plot_reconstruction_from_pose(
     """Decode one digit capsule ``pose`` + ``offsets``: the reconstruction and the pose as bars.
 
     Args:
-        model: a CapsNet with a decoder, run by :func:`capslib.interpret.decode_pose`.
+        model: a CapsNet with a decoder, run by :func:`capslib.analysis.interpret.decode_pose`.
         pose: ``(D_out,)`` the digit capsule of class ``class_index`` (e.g. ``perturb_dimensions(...)["pose"]``).
         offsets: ``D_out`` numbers added to the pose (None: zeros).
 

@@ -155,7 +155,7 @@ def plot_equivariance_curves(results, ylim: float | None = None):
     """Relative change against the amount of shift or rotation, one panel per result.
 
     Args:
-        results: outputs of :func:`capslib.equivariance.measure_equivariance` (one per kind).
+        results: outputs of :func:`capslib.analysis.equivariance.measure_equivariance` (one per kind).
         ylim: top of every panel's y axis (None: the largest mean drawn, plus 10%).
 
     Returns:
@@ -193,7 +193,7 @@ def plot_reconstruction_tracking(results):
     """How far the reconstruction from the winning capsule moved, against how far the digit moved.
 
     Args:
-        results: outputs of :func:`capslib.equivariance.measure_equivariance`.
+        results: outputs of :func:`capslib.analysis.equivariance.measure_equivariance`.
 
     Returns:
         The figure: per kind, the median over the digits (line) and the middle half (band) of the
@@ -241,7 +241,7 @@ def plot_equivariance_step(result, amount: float, index: int = 0):
     axis range is fixed by the whole result, so it does not move with the slider.
 
     Args:
-        result: an output of :func:`capslib.equivariance.measure_equivariance`.
+        result: an output of :func:`capslib.analysis.equivariance.measure_equivariance`.
         amount: one of ``result["amounts"]`` (pixels or degrees).
         index: which digit of the result, in ``[0, B)``.
 

@@ -22,7 +22,7 @@ __all__ = ["plot_training_curves", "plot_confusion_matrix", "plot_mistakes", "pl
 
 
 def plot_training_curves(history: Sequence[dict], axes=None, title: str = "Training curves"):
-    """Loss and accuracy per epoch, from ``capslib.train.fit(...)["history"]``.
+    """Loss and accuracy per epoch, from the training loop (``capslib.training.loop.fit(...)["history"]``).
 
     Args:
         history: one dict per epoch with ``epoch``, ``train_loss``, ``train_margin_loss``,
@@ -58,7 +58,7 @@ def plot_training_curves(history: Sequence[dict], axes=None, title: str = "Train
 def plot_confusion_matrix(confusion: torch.Tensor, ax=None, title: str = "Confusion matrix (test set)"):
     """Draw ``confusion`` ``(N_out, N_out)`` with the non-zero counts written in; returns the axes.
 
-    Rows are true classes, columns predicted ones (:attr:`capslib.evaluate.Evaluation.confusion`).
+    Rows are true classes, columns predicted ones (:attr:`capslib.evaluation.Evaluation.confusion`).
     The diagonal dominates, so colours use a log scale to make the few errors visible.
     """
     if confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -140,7 +140,7 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
     +- one sample standard deviation, and the paper's test error beside ours on its own axis.
 
     Args:
-        results: raw per-run results (:func:`capslib.ablation.load_results`): ``variant``, ``seed``,
+        results: raw per-run results (:func:`capslib.experiments.ablation.load_results`): ``variant``, ``seed``,
             ``test_accuracy``, ``affine_accuracy``.
         axes: three matplotlib axes, or None for a new figure.
         budget: the training budget, for the title (e.g. "1 epoch of 10,000 images").

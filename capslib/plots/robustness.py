@@ -35,7 +35,7 @@ def plot_robustness_curves(result: dict, axes=None, parts: Sequence[str] | None 
     """Accuracy of each model against each transformation, one panel per transformation.
 
     Args:
-        result: a :func:`capslib.robustness.load_robustness` result (``curves``: part -> amounts;
+        result: a :func:`capslib.evaluation.robustness.load_robustness` result (``curves``: part -> amounts;
             ``models``: name -> ``curves``: part -> accuracies, ``clean_accuracy``).
         axes: one axis per part, or None for a new figure.
         parts: which transformations (default: all in ``result``).

@@ -132,10 +132,10 @@ def plot_routing_lab(result, iteration: int, membership=None, example: int = 0, 
     Args:
         result: a :class:`capslib.RoutingResult` (``dynamic_routing(..., return_trace=True)``) of
             votes ``u_hat`` ``(B, N_in, N_out, D)``, ``D >= 2`` (for ``D > 2`` the first two
-            components are drawn), e.g. of :func:`capslib.routing_lab.synthetic_votes`.
+            components are drawn), e.g. of :func:`capslib.analysis.routing_lab.synthetic_votes`.
         iteration: which iteration to draw, 1-based, in ``[1, R]``.
         membership: optional ``(N_in,)`` long, the output whose cluster each input capsule
-            belongs to (``-1`` for none), as :func:`capslib.routing_lab.synthetic_votes` returns.
+            belongs to (``-1`` for none), as :func:`capslib.analysis.routing_lab.synthetic_votes` returns.
         example: which example of the batch.
 
     Returns:

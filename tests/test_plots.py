@@ -9,6 +9,8 @@ matplotlib) is an error.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -52,6 +54,14 @@ def test_the_package_offers_every_plotting_function_of_its_modules():
         missing = [name for name in functions if name not in plots.__all__ or not hasattr(plots, name)]
         assert not missing, f"capslib.plots does not export {missing} of {path.name}"
     assert len(plots.__all__) == len(set(plots.__all__)), "two modules export the same name"
+
+
+def test_importing_the_plots_loads_no_widgets():
+    """The sliders are opt-in (``capslib.plots.widgets``): scripts and commands draw without ipywidgets."""
+    code = "import sys, capslib.plots; print(sorted(m for m in sys.modules if m.startswith('ipywidgets')))"
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.strip() == "[]"
 
 
 def test_shared_helpers():

@@ -112,10 +112,15 @@ def validation_plateau() -> Path:
 
 
 @torch.no_grad()
-def reconstructions() -> Path:
-    """The first 12 test digits, the class the model reads, and the decoder's reconstruction."""
+def reconstructions(test_set: tuple[torch.Tensor, torch.Tensor] | None = None) -> Path:
+    """The first 12 test digits, the class the model reads, and the decoder's reconstruction.
+
+    ``test_set``: MNIST's test images ``(N, 1, 28, 28)`` and labels ``(N,)`` if already read (None: read them).
+    """
     model = capslib.load_pretrained(device="cpu")
-    images, labels = to_tensors(torch.utils.data.Subset(mnist(train=False), range(12)))
+    if test_set is None:
+        test_set = to_tensors(torch.utils.data.Subset(mnist(train=False), range(12)))
+    images, labels = test_set[0][:12], test_set[1][:12]
     out = model(images)
     fig, axes = plt.subplots(2, 12, figsize=(12, 2.6))
     for k in range(12):

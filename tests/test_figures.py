@@ -20,9 +20,11 @@ def figures():
 
 
 @pytest.mark.parametrize("name", ["training_curve", "validation_plateau", "reconstructions"])
-def test_each_figure_is_drawn(figures, monkeypatch, tmp_path, name):
+def test_each_figure_is_drawn(figures, monkeypatch, tmp_path, name, request):
     monkeypatch.setattr(figures, "OUT", tmp_path)
-    path = getattr(figures, name)()
+    # MNIST as the session has already read it, rather than a second time inside the script
+    arguments = (request.getfixturevalue("mnist_test_tensors"),) if name == "reconstructions" else ()
+    path = getattr(figures, name)(*arguments)
     assert path == tmp_path / f"{name}.png" and path.stat().st_size > 10_000
 
 

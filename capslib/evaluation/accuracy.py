@@ -4,7 +4,7 @@
     python -m capslib.evaluate pretrained                     # the shipped model
 
 prints the test accuracy, the error count and per-class accuracy, and writes a confusion-matrix
-figure (drawn by :func:`capslib.plots_trained.plot_confusion_matrix`) named
+figure (drawn by :func:`capslib.plots.plot_confusion_matrix`) named
 ``<checkpoint stem>_confusion.png``: beside the checkpoint it evaluated
 (``runs/capsnet/best_confusion.png``), or for ``pretrained`` into ``runs/evaluate/`` under the
 working directory (``capsnet_mnist_confusion.png``), where ``capslib.train`` writes its runs too.
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plots.trained import plot_confusion_matrix
+    from ..plots import plot_confusion_matrix
 
     ax = plot_confusion_matrix(result.confusion, title=f"Confusion matrix: {result.errors} errors in {result.total}")
     figure.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,9 @@
-"""MultiMNIST pictures for notebook 10: a made pair, the paper's Figure 5, routing on overlapping
-digits, and the iteration study.
+"""MultiMNIST pictures: a made pair, the paper's Figure 5, routing on overlapping digits, and the
+routing-iteration study.
 
-Pure plotting functions, tensors in, a matplotlib axes or figure out: functions that draw one panel
-take ``ax=None`` and return the axes, those that draw several make their own figure and return it.
-The tensor work (routing a pair, reconstructing from the two longest capsules) is in
-:mod:`capslib.multimnist_study`.
+Pure plotting functions (the conventions are in :mod:`capslib.plots.common`). The tensor work
+(routing a pair, reconstructing from the two longest capsules) is in
+:mod:`capslib.experiments.multimnist_study`.
 
 One colour per digit throughout: the first digit of a pair (A) is red, the second (B) green, as in
 the paper's Figure 5 (reconstructions in the red and green channels; where both are drawn, yellow).
@@ -23,6 +22,7 @@ from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.patches import Rectangle
 
 from ..utils import to_numpy as _np
+from .common import colourbar_extend, image2d, no_ticks
 
 __all__ = [
     "DIGIT_COLOURS",
@@ -45,16 +45,6 @@ SEPARATION_AXIS = 0.05  # the separation panel's y axis spans at least -0.05 .. 
 FIELD_CENTRE, STRIDE = 8, 2  # primary capsule (row, col) sees pixels 2 row .. 2 row + 16: centre 2 row + 8
 
 
-def _image2d(image, name: str = "image") -> np.ndarray:
-    """``(1, H, W)``, ``(1, 1, H, W)`` or ``(H, W)`` -> ``(H, W)`` numpy array."""
-    array = _np(image)
-    while array.ndim > 2 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be one image (1, H, W) or (H, W), got shape {_np(image).shape}")
-    return array
-
-
 def _pair_labels(labels, name: str = "labels") -> tuple[int, int]:
     values = [int(x) for x in _np(labels).reshape(-1)]
     if len(values) != 2:
@@ -71,8 +61,8 @@ def overlay(image, first, second, grey: float = 0.45) -> np.ndarray:
         image: ``(1, H, W)`` the pair; first, second: ``(1, H, W)`` the two images to overlay
             (reconstructions, or the shifted digits themselves), values in [0, 1].
     """
-    base = _image2d(image)
-    red, green = _image2d(first, "first"), _image2d(second, "second")
+    base = image2d(image)
+    red, green = image2d(first, "first"), image2d(second, "second")
     if not base.shape == red.shape == green.shape:
         raise ValueError(
             f"image, first and second must have the same (H, W), got {base.shape}, {red.shape}, {green.shape}"
@@ -81,11 +71,6 @@ def overlay(image, first, second, grey: float = 0.45) -> np.ndarray:
     rgb[..., 0] += red
     rgb[..., 1] += green
     return np.clip(rgb, 0.0, 1.0)
-
-
-def _no_ticks(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def plot_made_pair(image, first, second, labels, lengths, title: str | None = None):
@@ -104,10 +89,10 @@ def plot_made_pair(image, first, second, labels, lengths, title: str | None = No
     scores = _np(lengths).reshape(-1)
     top = [int(k) for k in np.argsort(-scores, kind="stable")[:2]]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
-    zero = np.zeros_like(_image2d(image))
+    zero = np.zeros_like(image2d(image))
     axes[0].imshow(overlay(zero, first, second))
     axes[0].set_title(f"A = {label_a} (red), B = {label_b} (green)\nyellow: where they overlap", fontsize=9)
-    axes[1].imshow(_image2d(image), cmap="gray", vmin=0, vmax=1)
+    axes[1].imshow(image2d(image), cmap="gray", vmin=0, vmax=1)
     axes[1].set_title("the input: A + B, clipped to [0, 1]", fontsize=9)
     for ax in axes[:2]:
         ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
@@ -146,7 +131,7 @@ def plot_reconstruction_pair(image, reconstructions, labels, predicted, ax=None)
     read_a, read_b = _pair_labels(predicted, "predicted")
     right = sorted((read_a, read_b)) == sorted((label_a, label_b))
     ax.imshow(overlay(image, recon[0], recon[1]))
-    _no_ticks(ax)
+    no_ticks(ax)
     ax.set_title(f"L:({label_a},{label_b}) R:({read_a},{read_b})" + ("" if right else "\nWRONG"),
                  fontsize=9, color="black" if right else "tab:red")  # fmt: skip
     return ax
@@ -158,7 +143,7 @@ def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, tit
 
     Args:
         images: ``(P, 1, H, W)`` pairs; reconstructions: ``(P, 2, 1, H, W)``; labels, predicted: ``(P, 2)``
-            (:func:`capslib.multimnist_study.reconstruct_predicted` returns the last three).
+            (:func:`capslib.experiments.multimnist_study.reconstruct_predicted` returns the last three).
         ncols: pairs per row.
 
     Returns:
@@ -179,8 +164,8 @@ def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, tit
         top, bottom = axes[2 * (k // ncols), k % ncols], axes[2 * (k // ncols) + 1, k % ncols]
         top.axis("on")
         bottom.axis("on")
-        top.imshow(_image2d(images[k]), cmap="gray", vmin=0, vmax=1)
-        _no_ticks(top)
+        top.imshow(image2d(images[k]), cmap="gray", vmin=0, vmax=1)
+        no_ticks(top)
         plot_reconstruction_pair(images[k], reconstructions[k], labels[k], predicted[k], ax=bottom)
         top.set_title(bottom.get_title(), fontsize=9, color=bottom.title.get_color())  # above the pair it names
         bottom.set_title("")
@@ -216,7 +201,7 @@ def plot_coupling_difference(
     Each of the ``H' x W'`` grid positions is a square at the centre of its receptive field
     (position ``(row, col)`` sees pixels ``2 row .. 2 row + 16``, so the squares are 2 px apart and
     cover the middle of the image), coloured by the length-weighted mean over its capsule types of
-    ``c_A - c_B`` (:func:`capslib.multimnist_study.coupling_difference`): red, the capsules there
+    ``c_A - c_B`` (:func:`capslib.experiments.multimnist_study.coupling_difference`): red, the capsules there
     route to digit A; green, to digit B; white, an even split.
 
     Args:
@@ -230,7 +215,7 @@ def plot_coupling_difference(
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
-    picture = _image2d(image)
+    picture = image2d(image)
     grid = _np(difference)
     if grid.ndim != 2:
         raise ValueError(f"difference must be one grid (H', W'), got shape {grid.shape}")
@@ -267,7 +252,7 @@ def plot_pair_coupling(
     Args:
         image: ``(1, H, W)`` the pair.
         difference: ``(R, H', W')`` ``c_A - c_B`` per iteration
-            (:func:`capslib.multimnist_study.pair_coupling` ``["difference"]``).
+            (:func:`capslib.experiments.multimnist_study.pair_coupling` ``["difference"]``).
         labels: ``(2,)`` the classes of A and B.
         lengths: optional ``(R, N_out)`` ``|v_j|`` after each iteration, drawn in a last panel
             (A red, B green, the other classes grey) on fixed axes.
@@ -291,7 +276,7 @@ def plot_pair_coupling(
     ncols = 1 + num_iterations + extra
     fig, axes = plt.subplots(1, ncols, figsize=(2.5 * ncols + 1.2, 3.3), squeeze=False, layout="constrained")
     axes = axes[0]
-    axes[0].imshow(_image2d(image), cmap="gray_r", vmin=0, vmax=1)
+    axes[0].imshow(image2d(image), cmap="gray_r", vmin=0, vmax=1)
     axes[0].set(title="input", xlabel="x (pixels)", ylabel="y (pixels)")
     for r in range(num_iterations):
         plot_coupling_difference(image, grids[r], labels, limit, ax=axes[1 + r], title=f"iteration {r + 1}")
@@ -299,7 +284,7 @@ def plot_pair_coupling(
             axes[1 + r].set(ylabel="")
     cmap, norm, label = difference_colours(limit)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[1 : 1 + num_iterations]), shrink=0.85,
-                 label=label, extend=_extend(grids, limit))  # fmt: skip
+                 label=label, extend=colourbar_extend(grids, -limit, limit))  # fmt: skip
     if lengths is not None:
         ax = axes[-1]
         values = _np(lengths)
@@ -327,14 +312,8 @@ def plot_pair_coupling(
     return fig
 
 
-def _extend(values: np.ndarray, limit: float) -> str:
-    """The colour bar's ``extend``: arrows at the ends that ``values`` go past (drawn clipped)."""
-    below, above = bool((values < -limit).any()), bool((values > limit).any())
-    return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")
-
-
 def plot_iteration_study(study: dict, axes=None, references: Sequence[tuple[str, int, float]] = ()):
-    """The iteration study (:func:`capslib.multimnist_study.load_iteration_study`) as two panels.
+    """The iteration study (:func:`capslib.experiments.multimnist_study.load_iteration_study`) as two panels.
 
     Args:
         study: the dict with ``results`` rows (``iterations``, ``both_right``, ``at_least_one_right``,

@@ -1,4 +1,4 @@
-"""The coupling figures of notebook 06 are honest: one fixed colour scale, white at 1/N_out, the
+"""The coupling figures (capslib.plots.coupling) are honest: one fixed colour scale, white at 1/N_out, the
 drawn values are the coupling itself (not stretched), a zoom says so, and the agreement-scaling
 exploration is labelled as not the paper's algorithm.
 
@@ -18,18 +18,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import capslib  # noqa: E402
-from capslib.analysis import interpret as interpret
+from capslib.analysis import interpret  # noqa: E402
 from capslib.analysis.routing_stats import model_prediction_vectors, route_with_agreement_scale  # noqa: E402
-from capslib.plots import trained as plots_trained  # noqa: E402
+from capslib.plots import coupling_colours, plot_coupling, plot_coupling_spread, plot_coupling_types  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return capslib.CapsNet().eval()
+def model(capsnet):
+    return capsnet
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def map_images(fig):
 
 
 def test_colour_scale_is_white_at_the_uniform_share_and_linear(model):
-    cmap, norm, label = plots_trained.coupling_colours(10)
+    cmap, norm, label = coupling_colours(10)
     assert (norm.vmin, norm.vmax) == (0.0, 1.0)
     white = np.array(cmap(norm(0.1)))[:3]
     assert np.allclose(white, 1.0, atol=0.04), white  # RdBu_r's middle is (nearly) white
@@ -52,18 +50,18 @@ def test_colour_scale_is_white_at_the_uniform_share_and_linear(model):
     assert abs((1 - up).sum() - (1 - down).sum()) < 0.05, (up, down)
     assert "0 to 1" in label and "1/10" in label
     # a zoom is the same construction on a narrower range
-    _, zoom, _ = plots_trained.coupling_colours(10, (0.09, 0.11))
+    _, zoom, _ = coupling_colours(10, (0.09, 0.11))
     assert (zoom.vmin, zoom.vmax) == (0.09, 0.11)
     for bad in [(0.1, 0.2), (0.0, 0.05), (0.2, 0.0)]:
         with pytest.raises(ValueError, match="c_range must satisfy low < 1/N_out"):
-            plots_trained.coupling_colours(10, bad)
+            coupling_colours(10, bad)
 
 
 def test_plot_coupling_draws_the_mean_coupling_on_a_fixed_scale(model, image):
     maps = interpret.coupling_maps(model, image, iterations=3)
     predicted = int(maps["lengths"][-1].argmax())
     expected = interpret.mean_coupling(maps, predicted) + 0.1  # (R, H', W'): mean c, not mean c - 1/10
-    fig = plots_trained.plot_coupling(model, image, iterations=3)
+    fig = plot_coupling(model, image, iterations=3)
     drawn = map_images(fig)
     assert len(drawn) == 3
     for r, im in enumerate(drawn):
@@ -75,13 +73,13 @@ def test_plot_coupling_draws_the_mean_coupling_on_a_fixed_scale(model, image):
 
 def test_the_scale_stays_fixed_across_iterations_and_agreement_scales(model, image):
     for iterations, scale in [(1, 1.0), (2, 1.0), (3, 30.0), (10, 1000.0)]:
-        fig = plots_trained.plot_coupling(model, image, iterations=iterations, agreement_scale=scale)
+        fig = plot_coupling(model, image, iterations=iterations, agreement_scale=scale)
         assert {(im.norm.vmin, im.norm.vmax) for im in map_images(fig)} == {(0.0, 1.0)}
         plt.close(fig)
 
 
 def test_many_iterations_draw_a_few_evenly_spaced_maps(model, image):
-    fig = plots_trained.plot_coupling(model, image, iterations=10)
+    fig = plot_coupling(model, image, iterations=10)
     titles = [ax.get_title().split("\n")[0] for ax in fig.axes if any(im in map_images(fig) for im in ax.images)]
     assert titles == ["iteration 1", "iteration 4", "iteration 7", "iteration 10"]
     lengths_panel = fig.axes[5]  # input, 4 maps, then the |v_j| panel (the colour bar comes after)
@@ -89,19 +87,19 @@ def test_many_iterations_draw_a_few_evenly_spaced_maps(model, image):
 
 
 def test_zoom_and_exploration_are_labelled(model, image):
-    zoomed = plots_trained.plot_coupling(model, image, iterations=2, c_range=(0.09, 0.11))
+    zoomed = plot_coupling(model, image, iterations=2, c_range=(0.09, 0.11))
     assert "ZOOMED" in zoomed._suptitle.get_text() and "0.09 to 0.11" in zoomed._suptitle.get_text()
     assert {(im.norm.vmin, im.norm.vmax) for im in map_images(zoomed)} == {(0.09, 0.11)}
-    explored = plots_trained.plot_coupling(model, image, iterations=2, agreement_scale=10, title="my title")
+    explored = plot_coupling(model, image, iterations=2, agreement_scale=10, title="my title")
     text = explored._suptitle.get_text()
     assert text.startswith("my title") and "agreement x10" in text and "NOT the paper" in text
-    types = plots_trained.plot_coupling_types(interpret.coupling_maps(model, image, 2), 3, c_range=(0.05, 0.15))
+    types = plot_coupling_types(interpret.coupling_maps(model, image, 2), 3, c_range=(0.05, 0.15))
     assert "ZOOMED" in types._suptitle.get_text()
 
 
 def test_coupling_types_use_the_full_fixed_range_by_default(model, image):
     maps = interpret.coupling_maps(model, image, iterations=2)
-    fig = plots_trained.plot_coupling_types(maps, class_index=3)
+    fig = plot_coupling_types(maps, class_index=3)
     norms = {(im.norm.vmin, im.norm.vmax) for ax in fig.axes for im in ax.images}
     assert norms == {(0.0, 1.0)}
     assert sum(len(ax.images) for ax in fig.axes) == 32
@@ -129,7 +127,7 @@ def test_coupling_spread_and_its_figure(model, image):
     torch.testing.assert_close(spread["max_coupling"][0], torch.full((1152,), 0.1))  # iteration 1: uniform
     torch.testing.assert_close(spread["entropy"][0], torch.full((1152,), math.log(10)))
     assert bool((spread["max_coupling"] >= 0.1 - 1e-6).all()) and bool((spread["entropy"] <= math.log(10) + 1e-5).all())
-    fig = plots_trained.plot_coupling_spread(maps)
+    fig = plot_coupling_spread(maps)
     left, right = fig.axes
     assert left.get_yscale() == right.get_yscale() == "log"
     assert left.get_xlim()[0] < 0.1 and left.get_xlim()[1] > 1.0  # the whole range of max c

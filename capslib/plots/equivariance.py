@@ -1,11 +1,8 @@
-"""Pure plotting functions for notebook 00 (why capsules): pooling, a capsule's output,
-part-whole agreement and the equivariance measurement of :mod:`capslib.equivariance`.
+"""Why capsules: what max-pooling keeps and loses, parts predicting a whole, and the equivariance
+measurement of :mod:`capslib.analysis.equivariance` (how pooled features and a capsule's pose change
+as a digit shifts or turns).
 
-Each function draws from its arguments only (no model calls, no globals), so the notebook calls
-it once statically and then wraps it in :func:`capslib.widgets.interactive_plot`. A function
-that draws one panel takes ``ax=None`` and returns the axes; one that draws several returns the
-figure. Colour and axis scales are fixed by the data passed in, never by the slider position,
-so a small change looks small.
+Pure plotting functions (the conventions are in :mod:`capslib.plots.common`).
 """
 
 from __future__ import annotations
@@ -14,29 +11,32 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Polygon
 
+from ..analysis.equivariance import centre_of_mass  # the reconstructions' motion, as the curves measure it
 from ..utils import check_index
 from ..utils import to_numpy as _np
+from .capsules import POSE_COLOUR
+from .common import SEQUENTIAL
 
 __all__ = [
     "plot_pooling_example",
-    "plot_capsule_output",
     "plot_part_whole",
     "plot_equivariance_curves",
     "plot_reconstruction_tracking",
     "plot_equivariance_step",
 ]
 
-POOLED_COLOUR = "tab:blue"  # the pooled CNN feature, in every figure of notebook 00
+POOLED_COLOUR = "tab:blue"  # the pooled CNN feature, in every equivariance figure
 PRIMARY_COLOUR = "tab:cyan"  # the pooled primary-convolution output
-POSE_COLOUR = "tab:red"  # the winning capsule's pose
 LENGTH_COLOUR = "tab:orange"  # the winning capsule's length
 PIXEL_COLOUR = "0.55"  # the pixels themselves
+
+
 UNITS = {"shift": ("shift to the right (px)", "px"), "rotate": ("rotation, counter-clockwise (degrees)", "deg")}
 
 
 def _annotated_map(ax, values: np.ndarray, vmax: float, title: str) -> None:
     """One small map with its numbers written in, on the colour scale ``[0, vmax]``."""
-    ax.imshow(values, cmap="viridis", vmin=0.0, vmax=vmax)
+    ax.imshow(values, cmap=SEQUENTIAL, vmin=0.0, vmax=vmax)
     for (row, col), value in np.ndenumerate(values):
         ax.text(col, row, f"{value:g}", ha="center", va="center", fontsize=8, color="w" if value < vmax / 2 else "k")
     ax.set_xticks(range(values.shape[1]))
@@ -84,39 +84,6 @@ def plot_pooling_example(maps, pooled, titles=None, pooled_names=None):
         for row, (p, name) in enumerate(zip(pooled, pooled_names, strict=True), start=1):
             _annotated_map(axes[row, k], p[k], vmax, name)
     fig.suptitle("Max-pooling keeps how strongly a feature is present, not exactly where", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_capsule_output(
-    lengths, pose, class_index: int, title: str = "Digit capsules", pose_limit: float | None = None
-):
-    """The ten capsule lengths (activities) and the 16 numbers of the winning capsule's pose.
-
-    Args:
-        lengths: ``(N_out,)`` capsule lengths ``|v_j|`` in [0, 1).
-        pose: ``(D_out,)`` the pose ``v_k`` of capsule ``class_index``.
-        class_index: ``k``, drawn bold in the lengths panel.
-        title: the figure's title.
-        pose_limit: y range ``[-pose_limit, pose_limit]`` of the pose panel (None: its own largest value).
-
-    Returns:
-        The figure.
-    """
-    lengths, pose = _np(lengths), _np(pose)
-    class_index = check_index("class_index", class_index, len(lengths))
-    fig, (ax_len, ax_pose) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 1.6]})
-    colours = ["0.7"] * len(lengths)
-    colours[class_index] = POSE_COLOUR
-    ax_len.bar(range(len(lengths)), lengths, color=colours)
-    ax_len.set(xticks=range(len(lengths)), ylim=(0, 1), xlabel="digit capsule j (class)", ylabel="length |v_j|")
-    ax_len.set_title("activity = length: is the digit there?", fontsize=9)
-    limit = pose_limit or float(np.abs(pose).max() * 1.1 + 1e-12)
-    ax_pose.bar(range(len(pose)), pose, color=POSE_COLOUR)
-    ax_pose.axhline(0, color="k", lw=0.6)
-    ax_pose.set(xticks=range(len(pose)), ylim=(-limit, limit), xlabel="pose dimension d", ylabel="v_k[d]")
-    ax_pose.set_title(f"pose = the {len(pose)} numbers of capsule {class_index}: how it looks", fontsize=9)
-    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -188,7 +155,7 @@ def plot_equivariance_curves(results, ylim: float | None = None):
     """Relative change against the amount of shift or rotation, one panel per result.
 
     Args:
-        results: outputs of :func:`capslib.equivariance.measure_equivariance` (one per kind).
+        results: outputs of :func:`capslib.analysis.equivariance.measure_equivariance` (one per kind).
         ylim: top of every panel's y axis (None: the largest mean drawn, plus 10%).
 
     Returns:
@@ -226,7 +193,7 @@ def plot_reconstruction_tracking(results):
     """How far the reconstruction from the winning capsule moved, against how far the digit moved.
 
     Args:
-        results: outputs of :func:`capslib.equivariance.measure_equivariance`.
+        results: outputs of :func:`capslib.analysis.equivariance.measure_equivariance`.
 
     Returns:
         The figure: per kind, the median over the digits (line) and the middle half (band) of the
@@ -274,7 +241,7 @@ def plot_equivariance_step(result, amount: float, index: int = 0):
     axis range is fixed by the whole result, so it does not move with the slider.
 
     Args:
-        result: an output of :func:`capslib.equivariance.measure_equivariance`.
+        result: an output of :func:`capslib.analysis.equivariance.measure_equivariance`.
         amount: one of ``result["amounts"]`` (pixels or degrees).
         index: which digit of the result, in ``[0, B)``.
 
@@ -299,8 +266,6 @@ def plot_equivariance_step(result, amount: float, index: int = 0):
         (result["reconstruction_reference"][index], f"decoded from v_{winner}(x)"),
         (result["reconstructions"][step, index], f"decoded from v_{winner}(x')\n{moved} {motion:+.1f} {unit}"),
     ]
-    from ..analysis.equivariance import centre_of_mass  # the same measure as the curves
-
     reference_x = float(centre_of_mass(result["reconstruction_reference"][index])[0, 0])
     for k, (image, title) in enumerate(images):
         ax = fig.add_subplot(grid[0, 3 * k : 3 * k + 3])

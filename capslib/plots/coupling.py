@@ -1,17 +1,14 @@
-"""Figures of a trained CapsNet for notebooks 05-08: training curves, confusion matrix, mistakes,
-coupling maps and the paper's Figure 4 (the figures of notebooks 01-04 are in :mod:`capslib.plots`).
+"""Coupling coefficients of a CapsNet on an image: per iteration on the image, per capsule type, and
+how far from uniform they spread.
 
-Each function draws one figure (titled, axes labelled) and returns it (or the axes, for those
-taking ``ax=None``), so a notebook can call it once statically and then wrap it in
-:func:`capslib.widgets.interactive_plot`. The tensor work lives in :mod:`capslib.interpret`:
-:func:`plot_coupling` and :func:`plot_reconstruction_from_pose` take the model and get their
-tensors from there; the others draw from their arguments only.
+Pure plotting functions (the conventions are in :mod:`capslib.plots.common`); the tensor work is in
+:mod:`capslib.analysis.interpret` (:func:`plot_coupling` takes the model and gets its tensors there).
 
-Coupling figures colour ``c`` on ONE fixed, linear, diverging scale (:func:`coupling_colours`):
-white at the uniform share ``1 / N_out``, the same colour for the same value in every iteration and
-at every slider position, the range written on the colour bar. A change of 0.002 in ``c`` therefore
-looks like a change of 0.002 of the range; a zoomed view is a second call with a narrower
-``c_range`` and says so in its title.
+Every figure colours ``c`` on ONE fixed, linear, diverging scale (:func:`coupling_colours`): white at
+the uniform share ``1 / N_out``, the same colour for the same value in every iteration and at every
+slider position, the range written on the colour bar. A change of 0.002 in ``c`` therefore looks
+like a change of 0.002 of the range; a zoomed view is a second call with a narrower ``c_range`` and
+says so in its title.
 
 Shapes use the package vocabulary; ``T`` is the number of primary-capsule types and ``H', W'``
 their grid (32 and 6x6 for MNIST).
@@ -20,140 +17,19 @@ their grid (32 and 6x6 for MNIST).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.patches import Rectangle
 
-from ..analysis.interpret import coupling_maps, coupling_spread, decode_pose, mean_coupling, receptive_fields
+from ..analysis.interpret import coupling_maps, coupling_spread, mean_coupling, receptive_fields
 from ..utils import check_index
 from ..utils import to_numpy as _np
+from .common import colourbar_extend
 
-__all__ = [
-    "plot_training_curves",
-    "plot_confusion_matrix",
-    "plot_mistakes",
-    "coupling_colours",
-    "plot_coupling",
-    "plot_coupling_types",
-    "plot_coupling_spread",
-    "plot_dimension_grid",
-    "plot_reconstruction_from_pose",
-]
-
-
-def plot_training_curves(history: Sequence[dict], axes=None, title: str = "Training curves"):
-    """Loss and accuracy per epoch, from ``capslib.train.fit(...)["history"]``.
-
-    Args:
-        history: one dict per epoch with ``epoch``, ``train_loss``, ``train_margin_loss``,
-            ``train_accuracy``, ``val_accuracy``.
-        axes: two matplotlib axes (loss, accuracy); None makes a new figure.
-
-    Returns:
-        The figure.
-    """
-    if not history:
-        raise ValueError("history is empty: train for at least one epoch")
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    loss_ax, acc_ax = axes
-    epochs = [h["epoch"] for h in history]
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="total")
-    loss_ax.plot(epochs, [h["train_margin_loss"] for h in history], "s--", label="margin")
-    loss_ax.set(xlabel="epoch", ylabel="training loss (mean over the epoch)", title="Loss")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented)")
-    acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "s-", label="validation")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    acc_ax.legend()
-    for ax in axes:
-        ax.set_xticks(epochs)
-        ax.grid(alpha=0.3)
-    fig = loss_ax.figure
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_confusion_matrix(confusion: torch.Tensor, ax=None, title: str = "Confusion matrix (test set)"):
-    """Draw ``confusion`` ``(N_out, N_out)`` with the non-zero counts written in; returns the axes.
-
-    Rows are true classes, columns predicted ones (:attr:`capslib.evaluate.Evaluation.confusion`).
-    The diagonal dominates, so colours use a log scale to make the few errors visible.
-    """
-    if confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f"expected a square confusion matrix (N_out, N_out), got {tuple(confusion.shape)}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 5.5))
-    counts = confusion.cpu().numpy()
-    image = ax.imshow(counts + 1, cmap="Blues", norm=LogNorm())
-    ax.figure.colorbar(image, ax=ax, label="count + 1 (log scale)")
-    n = counts.shape[0]
-    for i in range(n):
-        for j in range(n):
-            if counts[i, j]:
-                colour = "white" if i == j else "black"
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    return ax
-
-
-def plot_mistakes(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    predictions: torch.Tensor,
-    lengths: torch.Tensor | None = None,
-    max_images: int = 24,
-    ncols: int = 8,
-    class_names: Sequence[str] | None = None,
-    title: str | None = None,
-):
-    """The misclassified images among ``images``, each titled ``true -> predicted``.
-
-    Args:
-        images: ``(N, C, H, W)`` in [0, 1]; labels, predictions: ``(N,)``.
-        lengths: optional ``(N, N_out)`` capsule lengths, to print the winning length.
-        max_images: draw at most this many mistakes (the first ones).
-
-    Returns:
-        The figure (a single message panel if there are no mistakes).
-    """
-    if not (len(images) == len(labels) == len(predictions)):
-        raise ValueError(
-            f"images, labels and predictions must have the same length, got {len(images)}, {len(labels)}, "
-            f"{len(predictions)}"
-        )
-    wrong = (labels != predictions).nonzero().flatten()  # (E,)
-    total = len(wrong)
-    wrong = wrong[:max_images]
-    name = (lambda k: class_names[k]) if class_names else str
-    title = title or f"{total} mistakes in {len(labels)} images (true -> predicted)"
-    if total == 0:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.axis("off")
-        ax.set_title(title)
-        return fig
-    nrows = math.ceil(len(wrong) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.75 * nrows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong.tolist(), strict=False):  # more axes than mistakes
-        ax.imshow(_np(images[i, 0]), cmap="gray_r", vmin=0, vmax=1)
-        text = f"{name(int(labels[i]))} -> {name(int(predictions[i]))}"
-        if lengths is not None:
-            text += f"\n|v| {float(lengths[i].max()):.2f}"
-        ax.set_title(text, fontsize=8)
-    fig.suptitle(title + (f"; first {len(wrong)} shown" if total > len(wrong) else ""))
-    fig.tight_layout()
-    return fig
+__all__ = ["FULL_RANGE", "coupling_colours", "plot_coupling", "plot_coupling_types", "plot_coupling_spread"]
 
 
 FULL_RANGE = (0.0, 1.0)
@@ -219,19 +95,19 @@ def plot_coupling(
     ``c_ij`` to the chosen class ``j`` on the image: one square per primary-grid position, placed
     at the centre of that position's receptive field (the dashed box: the 17x17 field of the one
     furthest from uniform), its colour the mean ``c`` over the ``T`` capsule types (weighted by vote
-    length if ``weighted``, see :func:`capslib.interpret.mean_coupling`), on the fixed scale of
+    length if ``weighted``, see :func:`capslib.analysis.interpret.mean_coupling`), on the fixed scale of
     :func:`coupling_colours` (white: the equal share ``1 / N_out``; red: more; blue: less). The last
     panel plots every class's ``|v_j|`` after each iteration.
 
     Args:
-        model: a :class:`capslib.CapsNet`, routed by :func:`capslib.interpret.coupling_maps`.
+        model: a :class:`capslib.CapsNet`, routed by :func:`capslib.analysis.interpret.coupling_maps`.
         image: ``(C, H, W)``; class_index: ``j`` (None: the class predicted after routing).
         iterations: ``R``; with more than ``max_maps`` iterations only ``max_maps`` evenly spaced
             ones (the first and the last among them) are drawn as maps, each titled with its number.
         c_range: the values of ``c`` at the ends of the colour bar (default: all of ``[0, 1]``);
             a narrower range is a zoom, and the title says so.
         agreement_scale: 1 is the paper's routing; anything else is the exploration of
-            :func:`capslib.routing_stats.route_with_agreement_scale`, labelled as such in the title.
+            :func:`capslib.analysis.routing_stats.route_with_agreement_scale`, labelled as such in the title.
 
     Returns:
         The figure.
@@ -275,7 +151,7 @@ def plot_coupling(
         ax.set(title=f"iteration {r + 1}\n|v_{class_index}| = {lengths[r, class_index]:.2f}", xlabel="x (pixels)")
         ax.set_yticks([])
     what = "vote-weighted mean c" if weighted else "mean c"
-    extend = _extend(grids, norm)
+    extend = colourbar_extend(grids, norm.vmin, norm.vmax)
     fig.colorbar(shown, ax=axes[1:-1].tolist(), label=f"{what} to class {class_index}", shrink=0.85, extend=extend)
     ax = axes[-1]
     steps = torch.arange(1, iterations + 1)
@@ -297,12 +173,6 @@ def _zoom_note(c_range: tuple[float, float]) -> str:
     return f"ZOOMED colours: only c from {low:.3g} to {high:.3g} (white = 1/N_out), values beyond drawn as the ends"
 
 
-def _extend(values: torch.Tensor, norm: Normalize) -> str:
-    """The colour bar's ``extend``: arrows at the ends that the values go past (clipped)."""
-    below, above = bool((values < norm.vmin).any()), bool((values > norm.vmax).any())
-    return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")
-
-
 def plot_coupling_types(
     maps: dict[str, torch.Tensor],
     class_index: int,
@@ -314,7 +184,7 @@ def plot_coupling_types(
     """Every primary capsule's coupling to one class: the ``T`` type grids ``H' x W'`` side by side.
 
     Args:
-        maps: the output of :func:`capslib.interpret.coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
+        maps: the output of :func:`capslib.analysis.interpret.coupling_maps` (``coupling`` ``(R, N_out, T, H', W')``).
         class_index: ``j``; iteration: which iteration (0-based, -1: the last).
         c_range: the values of ``c`` at the ends of the colour bar (default: all of ``[0, 1]``), on
             the fixed scale of :func:`coupling_colours`; a narrower range is a zoom, and the title says so.
@@ -346,7 +216,8 @@ def plot_coupling_types(
     for ax in axes[-1]:
         ax.set_xlabel("grid column", fontsize=8)
     label = f"coupling c to class {class_index}"
-    fig.colorbar(shown, ax=axes.ravel().tolist(), label=label, shrink=0.8, extend=_extend(c, norm))
+    extend = colourbar_extend(c, norm.vmin, norm.vmax)
+    fig.colorbar(shown, ax=axes.ravel().tolist(), label=label, shrink=0.8, extend=extend)
     iteration_number = iteration + 1 if iteration >= 0 else num_iterations + iteration + 1
     heading = title or (
         f"Coupling of each of the {c.numel()} primary capsules to class {class_index}, iteration {iteration_number}"
@@ -360,12 +231,12 @@ def plot_coupling_spread(maps: dict[str, torch.Tensor], bins: int = 45, axes=Non
 
     Left: ``max_j c_ij`` of each of the ``N_in`` input capsules, on its whole range
     ``[1 / N_out, 1]``; right: the entropy of ``c_i`` in nats on ``[0, ln N_out]``
-    (:func:`capslib.interpret.coupling_spread`). The dashed lines mark uniform coupling
+    (:func:`capslib.analysis.interpret.coupling_spread`). The dashed lines mark uniform coupling
     (``1 / N_out`` and ``ln N_out``). Counts are on a log scale so that a handful of committed
     capsules shows beside a thousand uniform ones; the bins are fixed, not fitted to the data.
 
     Args:
-        maps: the output of :func:`capslib.interpret.coupling_maps`.
+        maps: the output of :func:`capslib.analysis.interpret.coupling_maps`.
         bins: bins over each full range.
         axes: two matplotlib axes; None makes a new figure.
 
@@ -405,76 +276,4 @@ def plot_coupling_spread(maps: dict[str, torch.Tensor], bins: int = 45, axes=Non
     fig.suptitle(
         title or f"Coupling of the {num_in} input capsules, per routing iteration (fixed bins over the full range)"
     )
-    return fig
-
-
-def plot_dimension_grid(perturbed: dict[str, torch.Tensor], ax=None, title: str | None = None):
-    """Draw :func:`capslib.interpret.perturb_dimensions`' reconstructions as one mosaic: a row per dimension.
-
-    Args:
-        perturbed: its output (``reconstructions`` ``(D_out, V, C, H, W)``, ``values`` ``(V,)``).
-        ax: matplotlib axes; None makes a new figure.
-
-    Returns:
-        The figure.
-    """
-    recon = perturbed["reconstructions"]
-    dims, num_values, _, height, width = recon.shape
-    mosaic = recon[:, :, 0].permute(0, 2, 1, 3).reshape(dims * height, num_values * width)  # (D*H, V*W)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.62 * num_values + 1.2, 0.62 * dims + 0.8))
-    ax.imshow(_np(mosaic), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_xticks([width * (k + 0.5) for k in range(num_values)])
-    ax.set_xticklabels([f"{float(v):+.2f}" for v in perturbed["values"]], rotation=90, fontsize=8)
-    ax.set_yticks([height * (d + 0.5) for d in range(dims)])
-    ax.set_yticklabels([str(d) for d in range(dims)], fontsize=8)
-    ax.set_xlabel("offset added to the dimension")
-    ax.set_ylabel("capsule dimension")
-    ax.set_title(title or f"Perturbing each dimension of digit capsule {int(perturbed['class_index'])}")
-    for k in range(1, dims):
-        ax.axhline(k * height - 0.5, color="white", lw=0.5)
-    for k in range(1, num_values):
-        ax.axvline(k * width - 0.5, color="white", lw=0.5)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
-def plot_reconstruction_from_pose(
-    model: torch.nn.Module,
-    pose: torch.Tensor,
-    class_index: int,
-    offsets: Sequence[float] | None = None,
-    title: str | None = None,
-):
-    """Decode one digit capsule ``pose`` + ``offsets``: the reconstruction and the pose as bars.
-
-    Args:
-        model: a CapsNet with a decoder, run by :func:`capslib.interpret.decode_pose`.
-        pose: ``(D_out,)`` the digit capsule of class ``class_index`` (e.g. ``perturb_dimensions(...)["pose"]``).
-        offsets: ``D_out`` numbers added to the pose (None: zeros).
-
-    Returns:
-        The figure: the unchanged reconstruction, the changed one, and the pose before/after.
-    """
-    if pose.dim() != 1:
-        raise ValueError(f"pose must have shape (D_out,), got {tuple(pose.shape)}")
-    dims = pose.shape[0]
-    offsets = torch.zeros(dims) if offsets is None else torch.as_tensor(offsets, dtype=pose.dtype)
-    if offsets.shape != (dims,):
-        raise ValueError(f"offsets must have {dims} numbers, got shape {tuple(offsets.shape)}")
-    pose, offsets = pose.cpu(), offsets.cpu()
-    recon = decode_pose(model, torch.stack([pose, pose + offsets]), class_index)  # (2, C, H, W)
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3), gridspec_kw={"width_ratios": [1, 1, 2.2]})
-    for ax, picture, name in zip(axes[:2], recon, ("unchanged pose", "pose + offsets"), strict=True):
-        ax.imshow(_np(picture[0]), cmap="gray_r", vmin=0, vmax=1)
-        ax.set(title=name, xlabel="x (pixels)", ylabel="y (pixels)")
-    steps = torch.arange(dims).numpy()
-    axes[2].bar(steps - 0.2, _np(pose), width=0.4, label="pose", color="tab:grey")
-    axes[2].bar(steps + 0.2, _np(pose + offsets), width=0.4, label="pose + offsets", color="tab:orange")
-    axes[2].set(title=f"the {dims} numbers the decoder sees", xlabel="capsule dimension", ylabel="value")
-    axes[2].set_xticks(steps)
-    axes[2].legend(fontsize=8)
-    fig.suptitle(title or f"Reconstruction from digit capsule {class_index}")
-    fig.tight_layout()
     return fig

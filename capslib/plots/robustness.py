@@ -1,8 +1,8 @@
-"""Pictures of the paper's evidence measured here (notebook 09): the Table 1 ablation, the affine
-robustness curves of the shipped CapsNet and CNN, and one transformed digit seen by both models.
+"""Robustness to affine transformations: accuracy curves of the shipped CapsNet and CNN, and one
+transformed digit as both models see it.
 
-Every function draws from results it is given (the committed files that
-:mod:`capslib.ablation` and :mod:`capslib.robustness` write) or from one image; none trains.
+Pure plotting functions (the conventions are in :mod:`capslib.plots.common`), drawing from the
+committed results of :mod:`capslib.evaluation.robustness` or from one image; none trains.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ..data.affine import AffineParameters, affine_transform
-from ..experiments.table1 import PAPER_TEST_ERROR, VARIANTS
 from ..functional import class_scores
 from ..utils import eval_mode
 
-__all__ = ["plot_ablation", "plot_robustness_curves", "plot_transformed_digit", "transformed_view", "CURVE_LABELS"]
+__all__ = ["CURVE_LABELS", "plot_robustness_curves", "transformed_view", "plot_transformed_digit"]
+
 
 CURVE_LABELS = {
     "rotation": "rotation (degrees)",
@@ -27,75 +27,15 @@ CURVE_LABELS = {
     "translate_x": "horizontal shift (pixels)",
     "translate_y": "vertical shift (pixels)",
 }
+
 MODEL_STYLE = {"capsnet_mnist": ("CapsNet", "tab:blue", "o"), "cnn_baseline_mnist": ("CNN", "tab:orange", "s")}
-
-
-def _paper_mean(text: str) -> float:
-    """``"0.34 +- 0.032"`` -> 0.34."""
-    return float(text.split("+-")[0])
-
-
-def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
-    """Test error and affine accuracy per Table 1 variant: every run as a dot, the mean as a bar with
-    +- one sample standard deviation, and the paper's test error beside ours on its own axis.
-
-    Args:
-        results: raw per-run results (:func:`capslib.ablation.load_results`): ``variant``, ``seed``,
-            ``test_accuracy``, ``affine_accuracy``.
-        axes: three matplotlib axes, or None for a new figure.
-        budget: the training budget, for the title (e.g. "1 epoch of 10,000 images").
-
-    Returns:
-        The three axes: our test error %, the paper's test error %, our affine accuracy %.
-    """
-    names = [name for name in VARIANTS if any(r["variant"] == name for r in results)]
-    if not names:
-        raise ValueError(f"no results of a known variant; expected some of {list(VARIANTS)}")
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.2, 1, 1.2]})
-    ours, paper, affine = axes
-    x = np.arange(len(names))
-    for i, name in enumerate(names):
-        runs = [r for r in results if r["variant"] == name]
-        colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
-        for ax, values in (
-            (ours, [100 * (1 - r["test_accuracy"]) for r in runs]),
-            (affine, [100 * r["affine_accuracy"] for r in runs if r.get("affine_accuracy") is not None]),
-        ):
-            if not values:
-                continue
-            mean = float(np.mean(values))
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            ax.bar(i, mean, color=colour, alpha=0.35, width=0.6)
-            ax.errorbar(i, mean, yerr=std, color="black", capsize=4, lw=1)
-            ax.plot(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, "k.", ms=5)
-    # Bars start at zero on every axis: differences are read against the whole height, not a zoom.
-    for ax, title, label in (
-        (ours, f"Test error here{': ' + budget if budget else ''}", "test error % (10,000 images)"),
-        (paper, "Test error in the paper (Table 1)", "test error %"),
-        (affine, "Affine test set accuracy here", "accuracy % (10,000 images)"),
-    ):
-        if ax is not paper:
-            ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_ylim(bottom=0)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(label)
-    # The paper's panel shows all of Table 1, its 35.4M-parameter CNN included, whatever we trained.
-    for i, (name, text) in enumerate(PAPER_TEST_ERROR.items()):
-        colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
-        paper.bar(i, _paper_mean(text), color=colour, alpha=0.35, width=0.6)
-        paper.text(i, _paper_mean(text), text, ha="center", va="bottom", fontsize=8)
-    paper.set_xticks(range(len(PAPER_TEST_ERROR)), list(PAPER_TEST_ERROR), rotation=30, ha="right")
-    affine.set_ylim(0, 100)
-    ours.figure.tight_layout()
-    return axes
 
 
 def plot_robustness_curves(result: dict, axes=None, parts: Sequence[str] | None = None):
     """Accuracy of each model against each transformation, one panel per transformation.
 
     Args:
-        result: a :func:`capslib.robustness.load_robustness` result (``curves``: part -> amounts;
+        result: a :func:`capslib.evaluation.robustness.load_robustness` result (``curves``: part -> amounts;
             ``models``: name -> ``curves``: part -> accuracies, ``clean_accuracy``).
         axes: one axis per part, or None for a new figure.
         parts: which transformations (default: all in ``result``).

@@ -1,0 +1,65 @@
+"""What every plot module shares: the colour maps, and helpers for images, panel grids and colour bars.
+
+The plot modules hold pure plotting functions: tensors (or result dicts) in, a matplotlib figure or
+axes out. Each draws from its arguments only (a few take the model and get their tensors from
+:mod:`capslib.analysis`), so a notebook calls it once statically and then wraps it in
+:func:`capslib.plots.widgets.interactive_plot`. A function that draws one panel takes ``ax=None``
+and returns the axes; one that draws several makes its own figure and returns it. Every panel has
+a title and labelled axes. Colour and axis scales are fixed by the function or by the whole result
+passed in, never by the slider position, so that a small change looks small.
+
+Tensors may live on any device and carry gradients; :func:`capslib.utils.to_numpy` detaches them
+and moves them to the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..utils import to_numpy
+
+__all__ = ["DIVERGING", "SEQUENTIAL", "image2d", "panel_grid", "no_ticks", "colourbar_extend"]
+
+DIVERGING = "RdBu_r"  # signed values: weights, agreements (red > 0, blue < 0, white = 0)
+SEQUENTIAL = "viridis"  # non-negative values: activations, lengths, coupling coefficients
+
+
+def image2d(image, name: str = "image") -> np.ndarray:
+    """``(1, H, W)``, ``(1, 1, H, W)`` or ``(H, W)`` -> ``(H, W)`` numpy array."""
+    array = to_numpy(image)
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be one image (1, H, W) or (H, W), got shape {tuple(to_numpy(image).shape)}")
+    return array
+
+
+def panel_grid(n: int, ncols: int, width: float = 1.2, height: float | None = None, extra_height: float = 0.6):
+    """A figure of ``n`` panels, ``ncols`` to a row (fewer if ``n`` is smaller), each ``width`` x
+    ``height`` inches (square by default); the unused panels of the last row are switched off.
+
+    Returns:
+        ``(figure, list of the n + unused axes, row by row)``.
+    """
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    height = width if height is None else height
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + extra_height), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def no_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def colourbar_extend(values, vmin: float, vmax: float) -> str:
+    """The colour bar's ``extend``: an arrow at each end that ``values`` go past (they are drawn clipped)."""
+    array = to_numpy(values)
+    below, above = bool((array < vmin).any()), bool((array > vmax).any())
+    return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")

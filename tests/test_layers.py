@@ -188,7 +188,7 @@ def test_empty_batch_through_each_layer(small_decoder):
     assert PrimaryCaps(16, num_types=2, in_dim=3)(torch.zeros(0, 16, 13, 13)).shape == (0, 2 * 3 * 3, 3)
     assert small_decoder(torch.zeros(0, 4, 3), torch.zeros(0, dtype=torch.long)).shape == (0, 1, 5, 6)
     layer = capslib.layers.RoutingCaps(in_capsules=6, in_dim=3, out_capsules=4, out_dim=2)
-    for implementation in capslib.layers.ROUTING_IMPLEMENTATIONS:
+    for implementation in capslib.ROUTING_IMPLEMENTATIONS:
         layer.routing_implementation = implementation
         v, c = layer(torch.zeros(0, 6, 3))
         assert v.shape == (0, 4, 2) and c.shape == (0, 6, 4), implementation

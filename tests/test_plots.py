@@ -98,11 +98,11 @@ def test_routing_lab_plot_keeps_axes_and_colours_fixed():
 
 
 def test_coupling_polarisation_plot(model, images):
-    from capslib.analysis.routing_stats import route_with_agreement_scale
-
     with torch.no_grad():
         u_hat = model.digit_caps.prediction_vectors(model.primary_caps(torch.relu(model.conv1(images[:1]))))
-    fig = plots.plot_coupling_polarisation(route_with_agreement_scale(u_hat, 3, 100.0).trace, title="x100")
+    fig = plots.plot_coupling_polarisation(
+        capslib.dynamic_routing(u_hat, 3, return_trace=True, agreement_scale=100.0).trace, title="x100"
+    )
     assert fig.axes[0].get_xlim() == (0.0, 1.0)
     assert [ax.images[0].get_clim() for ax in fig.axes[1:4]] == [(0.0, 1.0)] * 3
 

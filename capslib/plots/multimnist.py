@@ -4,7 +4,7 @@ digits, and the iteration study.
 Pure plotting functions, tensors in, a matplotlib axes or figure out: functions that draw one panel
 take ``ax=None`` and return the axes, those that draw several make their own figure and return it.
 The tensor work (routing a pair, reconstructing from the two longest capsules) is in
-:mod:`capslib.multimnist_study`.
+:mod:`capslib.analysis.separation`.
 
 One colour per digit throughout: the first digit of a pair (A) is red, the second (B) green, as in
 the paper's Figure 5 (reconstructions in the red and green channels; where both are drawn, yellow).
@@ -158,7 +158,7 @@ def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, tit
 
     Args:
         images: ``(P, 1, H, W)`` pairs; reconstructions: ``(P, 2, 1, H, W)``; labels, predicted: ``(P, 2)``
-            (:func:`capslib.multimnist_study.reconstruct_predicted` returns the last three).
+            (:func:`capslib.analysis.separation.reconstruct_predicted` returns the last three).
         ncols: pairs per row.
 
     Returns:
@@ -216,7 +216,7 @@ def plot_coupling_difference(
     Each of the ``H' x W'`` grid positions is a square at the centre of its receptive field
     (position ``(row, col)`` sees pixels ``2 row .. 2 row + 16``, so the squares are 2 px apart and
     cover the middle of the image), coloured by the length-weighted mean over its capsule types of
-    ``c_A - c_B`` (:func:`capslib.multimnist_study.coupling_difference`): red, the capsules there
+    ``c_A - c_B`` (:func:`capslib.analysis.separation.coupling_difference`): red, the capsules there
     route to digit A; green, to digit B; white, an even split.
 
     Args:
@@ -267,7 +267,7 @@ def plot_pair_coupling(
     Args:
         image: ``(1, H, W)`` the pair.
         difference: ``(R, H', W')`` ``c_A - c_B`` per iteration
-            (:func:`capslib.multimnist_study.pair_coupling` ``["difference"]``).
+            (:func:`capslib.analysis.separation.pair_coupling` ``["difference"]``).
         labels: ``(2,)`` the classes of A and B.
         lengths: optional ``(R, N_out)`` ``|v_j|`` after each iteration, drawn in a last panel
             (A red, B green, the other classes grey) on fixed axes.
@@ -334,7 +334,7 @@ def _extend(values: np.ndarray, limit: float) -> str:
 
 
 def plot_iteration_study(study: dict, axes=None, references: Sequence[tuple[str, int, float]] = ()):
-    """The iteration study (:func:`capslib.multimnist_study.load_iteration_study`) as two panels.
+    """The iteration study (:func:`capslib.experiments.multimnist_study.load_iteration_study`) as two panels.
 
     Args:
         study: the dict with ``results`` rows (``iterations``, ``both_right``, ``at_least_one_right``,

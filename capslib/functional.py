@@ -129,7 +129,7 @@ def check_image_range(images: torch.Tensor, name: str = "images") -> None:
     came and the fix. :data:`IMAGE_RANGE_TOLERANCE` is allowed either side for float rounding.
 
     Reads the minimum and maximum (a device synchronisation off the CPU): call it once per dataset
-    where data enters (:func:`capslib.evaluate.evaluate`, the training data loader), not per step.
+    where data enters (:func:`capslib.evaluation.accuracy.evaluate`, the training data loader), not per step.
     :meth:`capslib.CapsNet.check_images` calls it for every batch on the CPU only, where it is free.
 
     Args:
@@ -217,8 +217,8 @@ def margin_loss(
 def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Sum of squared pixel errors per image, averaged over the batch (Section 4.1).
 
-    The paper scales this by 0.0005 in the total loss; that weight is applied by the caller
-    (see :func:`capslib.train.total_loss`), not here.
+    The paper scales this by 0.0005 in the total loss; that weight is applied by the caller (the
+    training loss), not here.
 
     Args:
         reconstructions: ``(B, C, H, W)`` decoder output in [0, 1]; ``(B, K, C, H, W)`` for one

@@ -33,9 +33,9 @@ the prediction vectors inside its own autograd function). :class:`capslib.Routin
   it keeps no trace, so asked for one it warns and the reference runs;
 * ``"auto"``: :func:`resolve_routing_implementation` picks one of the two.
 
-Under autocast every entry routes in float32 and returns float32 ``v`` and ``c``: the agreement
-``u_hat . v`` sums ``D_out`` products into logits that a softmax exponentiates, where bfloat16's
-8-bit mantissa would move the coupling visibly.
+Under autocast every entry routes in float32 and returns float32 ``v`` and ``c`` (what ``--amp``
+promises): the agreement ``u_hat . v`` accumulates into logits that a softmax exponentiates, so
+half precision's rounding would reach the coupling coefficients.
 """
 
 from __future__ import annotations
@@ -208,7 +208,15 @@ class RoutingFunction(Protocol):
     ) -> RoutingResult: ...
 
 
-def route_reference(u, weight, iterations, *, detach_intermediate=False, trace=False, agreement_scale=1.0):
+def route_reference(
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    iterations: int,
+    *,
+    detach_intermediate: bool = False,
+    trace: bool = False,
+    agreement_scale: float = 1.0,
+) -> RoutingResult:
     """``"reference"``: :func:`prediction_vectors`, then :func:`dynamic_routing` (see :class:`RoutingFunction`)."""
     if autocast_enabled(u.device.type):  # the predictions in float32 too, so both paths route the same u_hat
         with torch.autocast(u.device.type, enabled=False):
@@ -225,7 +233,15 @@ def route_reference(u, weight, iterations, *, detach_intermediate=False, trace=F
     return routed if trace else RoutingResult(*routed, u_hat=u_hat)
 
 
-def route_fused(u, weight, iterations, *, detach_intermediate=False, trace=False, agreement_scale=1.0):
+def route_fused(
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    iterations: int,
+    *,
+    detach_intermediate: bool = False,
+    trace: bool = False,
+    agreement_scale: float = 1.0,
+) -> RoutingResult:
     """``"fused"``: :func:`capslib.fused_routing.routed_capsules` (see :class:`RoutingFunction`).
 
     Its iterations live inside one autograd function and are not kept, so a trace asked of it
@@ -261,7 +277,15 @@ def resolve_routing_implementation(name: str, device: torch.device, trace: bool 
     return "fused" if fused else "reference"
 
 
-def route_auto(u, weight, iterations, *, detach_intermediate=False, trace=False, agreement_scale=1.0):
+def route_auto(
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    iterations: int,
+    *,
+    detach_intermediate: bool = False,
+    trace: bool = False,
+    agreement_scale: float = 1.0,
+) -> RoutingResult:
     """``"auto"``: the entry :func:`resolve_routing_implementation` picks for ``u``'s device."""
     name = resolve_routing_implementation("auto", u.device, trace)
     return ROUTING_IMPLEMENTATIONS[name](

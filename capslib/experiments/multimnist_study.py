@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "name": args.name,
         "trained_iterations": int(model.config["routing_iterations"]),
-        "test_set": f"capslib.multimnist.multimnist_test_set (seed {TEST_SEED}), the first {study['test_pairs']} pairs",
+        "test_set": f"capslib.data.multimnist.multimnist_test_set (seed {TEST_SEED}), "
+        f"the first {study['test_pairs']} pairs",
         **study,
         "iterations": sorted(set(args.iterations)),
         "separation_definition": "per pair: mean coupling of the primary capsules whose 17x17 field holds at least "

@@ -37,7 +37,7 @@ import torch
 
 import capslib
 from capslib.fused_routing import routed_capsules
-from capslib.layers import resolve_routing_implementation
+from capslib.routing import resolve_routing_implementation
 from capslib.training.loop import train_step
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,10 +44,10 @@ room and the rooms listed before it; a plot never imports the trainer)::
 from .analysis.tracing import ShapeTable, trace_shapes
 from .functional import margin_loss, reconstruction_loss, squash
 from .fused_routing import routed_capsules
-from .layers import ROUTING_IMPLEMENTATIONS, Decoder, PrimaryCaps, RoutingCaps
+from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
 from .pretrained import load_checkpoint, load_pretrained
-from .routing import RoutingResult, RoutingStep, dynamic_routing
+from .routing import ROUTING_IMPLEMENTATIONS, RoutingResult, RoutingStep, dynamic_routing
 from .utils import eval_mode, get_device, seed_everything
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Stateless pieces of CapsNet: the squash non-linearity and the two losses.
+"""Stateless pieces of CapsNet: the squash non-linearity, the two losses and the input checks.
 
 References are to Sabour, Frosst & Hinton 2017, "Dynamic Routing Between Capsules"
 (arXiv 1710.09829). Shapes use the vocabulary of the package docstring.
@@ -7,6 +7,7 @@ References are to Sabour, Frosst & Hinton 2017, "Dynamic Routing Between Capsule
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -19,6 +20,9 @@ __all__ = [
     "check_image_range",
     "class_scores",
     "correct_predictions",
+    "check_iterations",
+    "check_agreement_scale",
+    "autocast_enabled",
     "IMAGE_RANGE_TOLERANCE",
 ]
 
@@ -56,11 +60,11 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
 def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> None:
     """Raise ``ValueError`` unless ``labels`` is an integer tensor ``(B,)`` of class indices.
 
-    Any integer dtype is accepted (``one_hot`` below gets them as int64). The value range
-    ``[0, num_classes)`` is checked here only for labels on the CPU, where it costs nothing: on a
-    GPU it would read the labels back, a synchronisation in every step. Data entering on a GPU is
-    range-checked once, on the CPU, where it enters (:func:`capslib.train.fit`,
-    :func:`capslib.evaluate.evaluate` call :func:`check_label_range` on the whole set).
+    Any integer dtype is accepted (the callers' ``one_hot`` takes them as ``labels.long()``). The
+    value range ``[0, num_classes)`` is checked here only for labels on the CPU, where it costs
+    nothing: on a GPU it would read the labels back, a synchronisation in every step. Data entering
+    on a GPU is range-checked once, on the CPU, where it enters (:func:`capslib.training.loop.fit`,
+    :func:`capslib.evaluation.accuracy.evaluate` call :func:`check_label_range` on the whole set).
     """
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
@@ -71,6 +75,36 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> Non
     # Under torch.compile a value check would split the graph; compiled_or_eager checks eagerly first.
     if labels.device.type == "cpu" and not torch.compiler.is_compiling():
         check_label_range(labels, num_classes)
+
+
+def check_iterations(iterations: object) -> int:
+    """Return ``iterations`` as an int, or raise ``ValueError`` if it is not an integer >= 1."""
+    try:
+        value = operator.index(iterations)  # ints and NumPy integers; not floats
+    except TypeError:
+        value = None
+    if isinstance(iterations, bool) or value is None or value < 1:
+        raise ValueError(f"routing iterations must be an integer >= 1, got {iterations!r}")
+    return value
+
+
+def check_agreement_scale(agreement_scale: object) -> float:
+    """Return ``agreement_scale`` as a float, or raise ``ValueError`` unless it is a finite number >= 0."""
+    if (
+        isinstance(agreement_scale, bool)
+        or not isinstance(agreement_scale, (int, float))
+        or not (math.isfinite(agreement_scale) and agreement_scale >= 0)
+    ):
+        raise ValueError(f"agreement_scale must be a finite number >= 0, got {agreement_scale!r}")
+    return float(agreement_scale)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (False for a device type autocast does not know)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # e.g. "meta"
+        return False
 
 
 def check_label_range(labels: torch.Tensor, num_classes: int, name: str = "labels") -> None:
@@ -95,7 +129,7 @@ def check_image_range(images: torch.Tensor, name: str = "images") -> None:
     came and the fix. :data:`IMAGE_RANGE_TOLERANCE` is allowed either side for float rounding.
 
     Reads the minimum and maximum (a device synchronisation off the CPU): call it once per dataset
-    where data enters (:func:`capslib.evaluate.evaluate`, the training data loader), not per step.
+    where data enters (:func:`capslib.evaluation.accuracy.evaluate`, the training data loader), not per step.
     :meth:`capslib.CapsNet.check_images` calls it for every batch on the CPU only, where it is free.
 
     Args:
@@ -183,8 +217,8 @@ def margin_loss(
 def reconstruction_loss(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Sum of squared pixel errors per image, averaged over the batch (Section 4.1).
 
-    The paper scales this by 0.0005 in the total loss; that weight is applied by the caller
-    (see :func:`capslib.train.total_loss`), not here.
+    The paper scales this by 0.0005 in the total loss; that weight is applied by the caller (the
+    training loss), not here.
 
     Args:
         reconstructions: ``(B, C, H, W)`` decoder output in [0, 1]; ``(B, K, C, H, W)`` for one

@@ -14,7 +14,8 @@ gradients equal in float64), but faster on the CPU, above all in training.
   of them, each a fresh allocation and a pass over memory). The backward here walks the routing
   iterations in reverse on small tensors (``(B, N_out, N_in)`` and ``(B, N_out, D_out)``) and then
   forms the whole ``u_hat`` gradient in ONE batched matrix product with ``K = 2R - 1``:
-  ``grad u_hat_{j|i} = sum_r c^r_ij grad s^r_j + sum_{r<R-1} grad b^{r+1}_ij v^r_j``.
+  ``grad u_hat_{j|i} = sum_r c^r_ij grad s^r_j + k sum_{r<R-1} grad b^{r+1}_ij v^r_j``
+  (``k`` the ``agreement_scale``, 1 in the paper).
 * on CPU the batch is routed in chunks small enough that their ``u_hat`` is recycled from the
   heap instead of being page-faulted in fresh every time (see ``CPU_CHUNK_BYTES``).
 * each batched product is written in the operand layout MKL runs fastest.
@@ -28,8 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .functional import squash
-from .routing import check_iterations
+from .functional import autocast_enabled, check_agreement_scale, check_iterations, squash
 
 __all__ = ["routed_capsules"]
 
@@ -55,7 +55,7 @@ def _dot_each_row(votes: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
 
 class _RoutedCapsules(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, weight, iterations: int, detach_intermediate: bool):
+    def forward(ctx, u, weight, iterations: int, detach_intermediate: bool, agreement_scale: float):
         num_in, num_out, out_dim, in_dim = weight.shape
         batch = u.shape[0]
         # u_hat[b, j, i, :] = W_ij u_bi, output-major and contiguous: (B, N_out, N_in, D_out).
@@ -72,8 +72,8 @@ class _RoutedCapsules(torch.autograd.Function):
             outputs.append(v)
             if r < iterations - 1:
                 agreement = _dot_each_row(votes, v)  # u_hat_{j|i} . v_j: (B, N_out, N_in)
-                logits = logits + agreement
-        ctx.iterations, ctx.detach_intermediate = iterations, detach_intermediate
+                logits = logits + (agreement if agreement_scale == 1 else agreement_scale * agreement)
+        ctx.iterations, ctx.detach_intermediate, ctx.agreement_scale = iterations, detach_intermediate, agreement_scale
         ctx.save_for_backward(u, weight, u_hat, *couplings, *inputs, *outputs)
         return v, c
 
@@ -81,7 +81,7 @@ class _RoutedCapsules(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_v, grad_c):
         u, weight, u_hat, *saved = ctx.saved_tensors
-        iterations = ctx.iterations
+        iterations, scale = ctx.iterations, ctx.agreement_scale
         couplings = saved[:iterations]
         inputs = saved[iterations : 2 * iterations]
         outputs = saved[2 * iterations :]
@@ -97,10 +97,11 @@ class _RoutedCapsules(torch.autograd.Function):
         for r in reversed(range(iterations)):
             if r == iterations - 1:
                 grad_v_r = grad_v
-            else:  # v^r reached the loss only through the agreement b^{r+1} = b^r + u_hat . v^r
-                grad_v_r = torch.bmm(grad_logits_next.view(batch * num_out, 1, num_in), votes)
+            else:  # v^r reached the loss only through the agreement b^{r+1} = b^r + k u_hat . v^r
+                grad_agreement = grad_logits_next if scale == 1 else scale * grad_logits_next  # (B, N_out, N_in)
+                grad_v_r = torch.bmm(grad_agreement.view(batch * num_out, 1, num_in), votes)
                 grad_v_r = grad_v_r.view(batch, num_out, out_dim)
-                left.append(grad_logits_next)
+                left.append(grad_agreement)
                 right.append(outputs[r])
             grad_s = _squash_backward(inputs[r], grad_v_r)  # (B, N_out, D_out)
             left.append(couplings[r])
@@ -133,7 +134,7 @@ class _RoutedCapsules(torch.autograd.Function):
             # several times faster on CPU than (N_out*D_out x B) @ (B x D_in), a transposed operand.
             per_capsule = torch.bmm(u.permute(1, 2, 0), grad_u_hat)  # (N_in, D_in, N_out*D_out)
             grad_weight = per_capsule.transpose(1, 2).reshape(weight.shape)
-        return grad_u, grad_weight, None, None
+        return grad_u, grad_weight, None, None, None
 
 
 # capslib's one workaround for the CPU allocator, explained here once. glibc's malloc serves every
@@ -154,15 +155,13 @@ def _chunk_size(u: torch.Tensor, weight: torch.Tensor) -> int:
     return max(1, CPU_CHUNK_BYTES // (num_in * num_out * out_dim * u.element_size()))
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except RuntimeError:  # a device type autocast does not know (e.g. "meta")
-        return False
-
-
 def routed_capsules(
-    u: torch.Tensor, weight: torch.Tensor, iterations: int = 3, detach_intermediate: bool = False
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    iterations: int = 3,
+    detach_intermediate: bool = False,
+    *,
+    agreement_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dynamic_routing(einsum("ijed,bid->bije", weight, u))``, fused (see the module docstring).
 
@@ -173,28 +172,34 @@ def routed_capsules(
         weight: ``(N_in, N_out, D_out, D_in)`` the transforms ``W_ij``.
         iterations: ``R >= 1`` routing iterations.
         detach_intermediate: gradients only through the last iteration (see :func:`capslib.dynamic_routing`).
+        agreement_scale: ``b += agreement_scale * (u_hat . v)``; 1 is the paper (see :func:`capslib.dynamic_routing`).
 
     Returns:
         ``(v, c)``: ``(B, N_out, D_out)`` output capsules and ``(B, N_in, N_out)`` final coupling
         coefficients (a transposed view).
     """
     iterations = check_iterations(iterations)
+    agreement_scale = check_agreement_scale(agreement_scale)
     if u.dim() != 3 or weight.dim() != 4 or u.shape[1] != weight.shape[0] or u.shape[2] != weight.shape[3]:
         raise ValueError(
             "routed_capsules expects u (B, N_in, D_in) and weight (N_in, N_out, D_out, D_in) with matching "
             f"N_in and D_in, got u {tuple(u.shape)} and weight {tuple(weight.shape)}"
         )
-    if _autocast_enabled(u.device.type):
-        # The hand-written backward assumes one float dtype throughout: under autocast this path
-        # routes in float32 (squash computes in float32 on every path anyway).
+    if autocast_enabled(u.device.type):
+        # Routing runs in float32 on every path (capslib.routing says why); the hand-written
+        # backward also assumes one float dtype throughout.
         with torch.autocast(u.device.type, enabled=False):
-            return routed_capsules(u.float(), weight.float(), iterations, detach_intermediate)
+            return routed_capsules(
+                u.float(), weight.float(), iterations, detach_intermediate, agreement_scale=agreement_scale
+            )
     chunk = _chunk_size(u, weight)
     if u.shape[0] <= chunk:
-        v, c = _RoutedCapsules.apply(u, weight, iterations, detach_intermediate)
+        v, c = _RoutedCapsules.apply(u, weight, iterations, detach_intermediate, agreement_scale)
         return v, c.transpose(1, 2)
     # Every example routes on its own, so chunks of the batch route independently.
-    parts = [_RoutedCapsules.apply(part, weight, iterations, detach_intermediate) for part in u.split(chunk)]
+    parts = [
+        _RoutedCapsules.apply(part, weight, iterations, detach_intermediate, agreement_scale) for part in u.split(chunk)
+    ]
     v = torch.cat([v for v, _ in parts])  # (B, N_out, D_out)
     c = torch.cat([c for _, c in parts])  # (B, N_out, N_in)
     return v, c.transpose(1, 2)

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .functional import check_labels, squash
-from .fused_routing import routed_capsules
-from .routing import RoutingResult, check_iterations, dynamic_routing
+from .functional import check_iterations, check_labels, squash
+from .routing import ROUTING_IMPLEMENTATIONS, RoutingResult, check_routing_implementation, prediction_vectors
 
-__all__ = ["PrimaryCaps", "RoutingCaps", "Decoder", "ROUTING_IMPLEMENTATIONS", "resolve_routing_implementation"]
+__all__ = ["PrimaryCaps", "RoutingCaps", "Decoder"]
 
 
 class PrimaryCaps(nn.Module):
@@ -79,30 +78,6 @@ class PrimaryCaps(nn.Module):
         return squash(u, dim=-1)
 
 
-ROUTING_IMPLEMENTATIONS = ("auto", "reference", "fused")
-
-
-def check_routing_implementation(name: object) -> str:
-    """Return ``name`` if it is one of :data:`ROUTING_IMPLEMENTATIONS`, else raise ``ValueError``."""
-    if name not in ROUTING_IMPLEMENTATIONS:
-        raise ValueError(f"routing_implementation must be one of {ROUTING_IMPLEMENTATIONS}, got {name!r}")
-    return name
-
-
-def resolve_routing_implementation(name: str, device: torch.device) -> str:
-    """What ``"auto"`` means, in one rule: ``"fused"`` on the CPU, ``"reference"`` everywhere else.
-
-    On the CPU the fused path is about 3x faster than the reference for predictions + routing
-    (``benchmarks/perf.py``); on a GPU both time the same (the step is bound by kernel launches,
-    docs/performance.md), so the readable reference runs there. While ``torch.compile`` traces,
-    ``"auto"`` is the reference too: the compiler fuses it itself, and the fused path's hand-written
-    backward would split the compiled graph. ``"reference"`` and ``"fused"`` are taken as given.
-    """
-    if check_routing_implementation(name) != "auto":
-        return name
-    return "fused" if device.type == "cpu" and not torch.compiler.is_compiling() else "reference"
-
-
 class RoutingCaps(nn.Module):
     """A capsule layer fed by dynamic routing, usable between any two capsule layers.
 
@@ -110,16 +85,18 @@ class RoutingCaps(nn.Module):
     capsule ``j``: ``weight`` has shape ``(N_in, N_out, D_out, D_in)`` (frozen state-dict layout).
     Forward computes the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them (Procedure 1).
 
-    Two implementations of the same numbers, chosen by ``routing_implementation`` (like
-    transformers' ``attn_implementation``):
+    The routing itself is the entry ``routing_implementation`` of the routing table
+    :data:`capslib.routing.ROUTING_IMPLEMENTATIONS` (like transformers' ``attn_implementation``):
 
     * ``"reference"``: :meth:`prediction_vectors`, then :func:`capslib.dynamic_routing`, the readable
       code the notebooks teach, line by line beside the paper;
     * ``"fused"``: :func:`capslib.fused_routing.routed_capsules`, the same maths in one autograd
       function with a hand-written backward, an optimisation tested equal to the reference;
-    * ``"auto"`` (default): see :func:`resolve_routing_implementation` (fused on the CPU).
+      asked for a trace, it warns and the reference runs;
+    * ``"auto"`` (default): :func:`capslib.routing.resolve_routing_implementation` (fused on the
+      CPU; the reference for a trace).
 
-    ``return_trace=True`` always routes with the reference: the trace is its record.
+    Under autocast the routing runs in float32 and ``v`` and ``c`` are float32.
 
     Args:
         in_capsules, in_dim: ``N_in`` and ``D_in`` (1152 and 8 for MNIST).
@@ -162,23 +139,21 @@ class RoutingCaps(nn.Module):
     def prediction_vectors(self, u: torch.Tensor) -> torch.Tensor:
         """The prediction vectors ``u_hat = W u`` (Eq. 2): ``(B, N_in, D_in)`` -> ``(B, N_in, N_out, D_out)``."""
         self.check_input(u)
-        # i: input capsule, j: output capsule, e: output dim, d: input dim.
-        return torch.einsum("ijed,bid->bije", self.weight, u)  # (B, N_in, N_out, D_out)
+        return prediction_vectors(u, self.weight)  # (B, N_in, N_out, D_out)
 
     def forward(self, u: torch.Tensor, return_trace: bool = False) -> tuple[torch.Tensor, torch.Tensor] | RoutingResult:
         """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)``, or with ``return_trace`` a
         :class:`capslib.RoutingResult` (which also holds ``u_hat``)."""
         self.check_input(u)
-        implementation = resolve_routing_implementation(self.routing_implementation, u.device)
-        if implementation == "fused" and not return_trace:
-            return routed_capsules(u, self.weight, self.routing_iterations, self.detach_intermediate)
-        u_hat = self.prediction_vectors(u)  # (B, N_in, N_out, D_out)
-        return dynamic_routing(
-            u_hat,
-            iterations=self.routing_iterations,
+        route = ROUTING_IMPLEMENTATIONS[check_routing_implementation(self.routing_implementation)]
+        routed = route(
+            u,
+            self.weight,
+            self.routing_iterations,
             detach_intermediate=self.detach_intermediate,
-            return_trace=return_trace,
+            trace=return_trace,
         )
+        return routed if return_trace else (routed.v, routed.c)
 
     def extra_repr(self) -> str:
         return (

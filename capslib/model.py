@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .functional import check_image_range, check_labels
-from .layers import Decoder, PrimaryCaps, RoutingCaps, check_routing_implementation
-from .routing import RoutingStep, check_iterations
+from .layers import Decoder, PrimaryCaps, RoutingCaps
+from .routing import RoutingStep, check_iterations, check_routing_implementation
 
 __all__ = ["CapsNet", "CapsNetOutput"]
 

@@ -76,8 +76,10 @@ def weighted_sum_reference(c: torch.Tensor, u_hat: torch.Tensor) -> torch.Tensor
     return torch.stack(per_example)
 
 
-def routing_reference(u_hat: torch.Tensor, iterations: int) -> list[ReferenceStep]:
+def routing_reference(u_hat: torch.Tensor, iterations: int, agreement_scale: float = 1.0) -> list[ReferenceStep]:
     """Procedure 1, loop by loop, for a batch ``u_hat`` of shape ``(B, N_in, N_out, D)``.
+
+    ``agreement_scale`` multiplies the agreement of line 7; 1 is the paper, anything else is not.
 
     Returns one :class:`ReferenceStep` per iteration; ``steps[-1].v`` is the routing output.
     """
@@ -98,7 +100,10 @@ def routing_reference(u_hat: torch.Tensor, iterations: int) -> list[ReferenceSte
         steps.append(ReferenceStep(b=b_start, c=c_tensor, s=s, v=v))
         # Line 7: agreement u_hat_{j|i} . v_j.
         b = [
-            [[b[n][i][j] + (u_hat[n, i, j] * v[n, j]).sum() for j in range(num_out)] for i in range(num_in)]
+            [
+                [b[n][i][j] + agreement_scale * (u_hat[n, i, j] * v[n, j]).sum() for j in range(num_out)]
+                for i in range(num_in)
+            ]
             for n in range(batch)
         ]
     return steps

@@ -13,8 +13,9 @@ import torch
 
 import capslib
 import capslib.fused_routing as fused_routing
-import capslib.layers as layers
+import capslib.routing as routing
 from capslib.fused_routing import routed_capsules
+from capslib.routing import ROUTING_IMPLEMENTATIONS
 from capslib.training.loop import total_loss
 
 
@@ -137,9 +138,9 @@ def test_capsnet_fused_and_reference_paths_agree(detach_intermediate):
 def _spy_on_implementations(monkeypatch) -> list[str]:
     """Record which implementation each routing call runs."""
     calls: list[str] = []
-    fused, reference = layers.routed_capsules, layers.dynamic_routing
-    monkeypatch.setattr(layers, "routed_capsules", lambda *a, **k: calls.append("fused") or fused(*a, **k))
-    monkeypatch.setattr(layers, "dynamic_routing", lambda *a, **k: calls.append("reference") or reference(*a, **k))
+    fused, reference = routing.routed_capsules, routing.dynamic_routing
+    monkeypatch.setattr(routing, "routed_capsules", lambda *a, **k: calls.append("fused") or fused(*a, **k))
+    monkeypatch.setattr(routing, "dynamic_routing", lambda *a, **k: calls.append("reference") or reference(*a, **k))
     return calls
 
 
@@ -151,38 +152,89 @@ def test_each_name_runs_its_own_implementation(monkeypatch):
     assert calls == ["reference", "fused", "fused"]  # auto is fused on the CPU
 
 
+def test_the_table_is_one_signature_and_its_entries_agree():
+    """Every entry takes (u, weight, R, *, detach_intermediate, trace, agreement_scale) and gives the
+    reference's numbers, values and gradients."""
+    assert list(ROUTING_IMPLEMENTATIONS) == ["auto", "reference", "fused"]
+    assert capslib.ROUTING_IMPLEMENTATIONS is ROUTING_IMPLEMENTATIONS
+    u, weight = _inputs()
+    expected = _reference(u, weight, 3, detach_intermediate=True)
+    grads_expected = torch.autograd.grad(expected[0].pow(3).sum(), (u, weight))
+    for name, route in ROUTING_IMPLEMENTATIONS.items():
+        routed = route(u, weight, 3, detach_intermediate=True, trace=False, agreement_scale=1.0)
+        assert isinstance(routed, capslib.RoutingResult) and routed.trace == [], name
+        torch.testing.assert_close(routed.v, expected[0], rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(routed.c, expected[1], rtol=1e-12, atol=1e-12, msg=name)
+        grads = torch.autograd.grad(routed.v.pow(3).sum(), (u, weight))
+        for got, want in zip(grads, grads_expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("agreement_scale", [0.0, 0.5, 4.0])
+def test_fused_agreement_scale_equals_reference_values_and_gradients(agreement_scale):
+    u, weight = _inputs()
+    u_hat = torch.einsum("ijed,bid->bije", weight, u)  # (B, N_in, N_out, D_out)
+    v_ref, c_ref = capslib.dynamic_routing(u_hat, 4, agreement_scale=agreement_scale)
+    grads_ref = torch.autograd.grad(v_ref.pow(3).sum() + c_ref.pow(2).sum(), (u, weight))
+    v, c = routed_capsules(u, weight, 4, agreement_scale=agreement_scale)
+    grads = torch.autograd.grad(v.pow(3).sum() + c.pow(2).sum(), (u, weight))
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c, c_ref, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_auto_is_one_rule():
     cpu, meta = torch.device("cpu"), torch.device("meta")
-    assert layers.resolve_routing_implementation("auto", cpu) == "fused"
-    assert layers.resolve_routing_implementation("auto", meta) == "reference"  # any device but the CPU
+    assert routing.resolve_routing_implementation("auto", cpu) == "fused"
+    assert routing.resolve_routing_implementation("auto", meta) == "reference"  # any device but the CPU
+    assert routing.resolve_routing_implementation("auto", cpu, trace=True) == "reference"  # the trace is its record
     for name in ("reference", "fused"):
-        assert layers.resolve_routing_implementation(name, cpu) == name
-        assert layers.resolve_routing_implementation(name, meta) == name
+        for trace in (False, True):
+            assert routing.resolve_routing_implementation(name, cpu, trace) == name
+            assert routing.resolve_routing_implementation(name, meta, trace) == name
 
 
-def test_unknown_implementation_raises():
-    with pytest.raises(ValueError, match=r"routing_implementation must be one of .*got 'fast'"):
+def test_unknown_implementation_raises_listing_the_known_names():
+    known = r"\['auto', 'reference', 'fused'\]"
+    with pytest.raises(ValueError, match=rf"routing_implementation must be one of {known}, got 'fast'"):
         capslib.CapsNet(routing_implementation="fast")
     model = capslib.CapsNet()
-    with pytest.raises(ValueError, match="routing_implementation"):
+    with pytest.raises(ValueError, match=known):
         model.routing_implementation = "flash"
     layer = capslib.RoutingCaps()
     layer.routing_implementation = "flash"  # a plain attribute: checked when it is used
-    with pytest.raises(ValueError, match="routing_implementation"):
+    with pytest.raises(ValueError, match=known):
+        layer(torch.rand(1, 1152, 8))
+    layer.routing_implementation = ["fused"]  # not a name at all
+    with pytest.raises(ValueError, match=known):
         layer(torch.rand(1, 1152, 8))
 
 
-def test_trace_always_takes_the_reference_path(monkeypatch):
+def test_auto_traces_with_the_reference_silently(monkeypatch, recwarn):
     calls = _spy_on_implementations(monkeypatch)
     torch.manual_seed(0)
-    model = capslib.CapsNet(routing_implementation="fused").eval()
+    model = capslib.CapsNet().eval()
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         traced = model(x, return_trace=True)
         fast = model(x)
-    assert calls == ["reference", "fused"]
+    assert calls == ["reference", "fused"] and len(recwarn) == 0
     assert traced.u_hat.shape == (2, 1152, 10, 16) and len(traced.trace) == 3
     torch.testing.assert_close(fast.lengths, traced.lengths, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trace_asked_of_the_fused_path_warns_and_the_reference_runs(monkeypatch):
+    calls = _spy_on_implementations(monkeypatch)
+    torch.manual_seed(0)
+    model = capslib.CapsNet(routing_implementation="fused").eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad(), pytest.warns(UserWarning, match="fused routing keeps no trace.*reference routing runs"):
+        traced = model(x, return_trace=True)
+    assert calls == ["reference"]
+    assert traced.u_hat.shape == (2, 1152, 10, 16) and len(traced.trace) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).lengths, traced.lengths, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_under_autocast_routes_in_float32():
@@ -192,6 +244,21 @@ def test_fused_under_autocast_routes_in_float32():
         v, c = routed_capsules(u, weight, 3)
     assert v.dtype == c.dtype == torch.float32
     torch.testing.assert_close(v, expected)
+
+
+def test_both_paths_under_bf16_autocast_return_float32_and_agree():
+    """--amp promises float32 routing: poses and coupling come out float32 from either path, equal."""
+    torch.manual_seed(0)
+    model = capslib.CapsNet().eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    outputs = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for name in ("reference", "fused"):
+            model.routing_implementation = name
+            outputs[name] = model(x)
+            assert outputs[name].poses.dtype == outputs[name].coupling.dtype == torch.float32, name
+    torch.testing.assert_close(outputs["fused"].poses, outputs["reference"].poses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outputs["fused"].coupling, outputs["reference"].coupling, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("iterations", [1, 3])

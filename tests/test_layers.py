@@ -118,11 +118,30 @@ def small_decoder() -> Decoder:
     return Decoder(out_capsules=4, out_dim=3, image_shape=(1, 5, 6), hidden=(8, 16))
 
 
-def test_decoder_shape_and_range(small_decoder):
-    poses = 5 * torch.randn(7, 4, 3)
-    out = small_decoder(poses, torch.tensor([0, 1, 2, 3, 0, 1, 2]))
+def test_decoder_shape_and_gradient_reaches_only_the_chosen_capsule(small_decoder):
+    """The reconstruction loss trains the pose of the masked-in capsule and no other one."""
+    poses = (5 * torch.randn(7, 4, 3, generator=torch.Generator().manual_seed(5))).requires_grad_()
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    out = small_decoder(poses, labels)
     assert out.shape == (7, 1, 5, 6)
-    assert (out >= 0).all() and (out <= 1).all()
+    (grad,) = torch.autograd.grad(((out - 0.5) ** 2).sum(), poses)  # (7, 4, 3)
+    chosen = torch.nn.functional.one_hot(labels, 4).bool()  # (7, 4)
+    assert torch.equal(grad[~chosen], torch.zeros_like(grad[~chosen]))
+    assert (grad[chosen].norm(dim=-1) > 0).all()
+
+
+def test_decoder_pixel_layout_is_channel_row_column():
+    """Output feature ``c*H*W + h*W + w`` of the last layer is pixel ``(c, h, w)``."""
+    decoder = Decoder(out_capsules=2, out_dim=3, image_shape=(2, 3, 4), hidden=(5,))
+    last = decoder.net[-2]  # the Linear before the sigmoid
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-20.0)
+        last.bias[1 * 12 + 2 * 4 + 3] = 20.0  # pixel (1, 2, 3)
+    out = decoder(torch.randn(1, 2, 3), torch.tensor([1]))[0]  # (2, 3, 4)
+    expected = torch.zeros(2, 3, 4)
+    expected[1, 2, 3] = 1.0
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
 def test_decoder_default_shape():
@@ -188,7 +207,7 @@ def test_empty_batch_through_each_layer(small_decoder):
     assert PrimaryCaps(16, num_types=2, in_dim=3)(torch.zeros(0, 16, 13, 13)).shape == (0, 2 * 3 * 3, 3)
     assert small_decoder(torch.zeros(0, 4, 3), torch.zeros(0, dtype=torch.long)).shape == (0, 1, 5, 6)
     layer = capslib.layers.RoutingCaps(in_capsules=6, in_dim=3, out_capsules=4, out_dim=2)
-    for implementation in capslib.layers.ROUTING_IMPLEMENTATIONS:
+    for implementation in capslib.ROUTING_IMPLEMENTATIONS:
         layer.routing_implementation = implementation
         v, c = layer(torch.zeros(0, 6, 3))
         assert v.shape == (0, 4, 2) and c.shape == (0, 6, 4), implementation

@@ -1,5 +1,6 @@
-"""capslib.experiments.multimnist_study: the iteration study reads the same numbers as the model itself, the
-separation measure is what its docstring says (checked by hand), and the CLI writes every key.
+"""capslib.experiments.multimnist_study and capslib.analysis.separation: the iteration study reads the same
+numbers as the model itself, the separation measure is what its docstring says (checked by hand), and the
+CLI writes every key.
 
 A tiny CapsNet (16 Conv1 filters, 4 capsule types of 8D, 8D digit capsules) on 36x36 pairs keeps
 everything to seconds; its routing weights are scaled up so that routing actually moves.
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import capslib
-from capslib.data import mnist, to_tensors
+from capslib.analysis import separation
+from capslib.analysis.routing_stats import model_prediction_vectors
 from capslib.data.multimnist import pair_batch
 from capslib.evaluation.accuracy import evaluate_multimnist
 from capslib.experiments import multimnist_study as study
@@ -31,8 +33,8 @@ def tiny_capsnet(seed: int = 0, vote_scale: float = 300.0) -> capslib.CapsNet:
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return to_tensors(mnist(train=False))  # (10000, 1, 28, 28), (10000,)
+def digits(mnist_test_tensors):
+    return mnist_test_tensors  # (10000, 1, 28, 28), (10000,)
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +67,19 @@ def test_separation_by_hand():
     uniform = torch.full_like(c, 1 / 3)
     labels = torch.tensor([[0, 1]])
     lengths = torch.ones(1, 4)
-    sums, measured = study.separation_of_pairs([uniform, c], lengths, labels, ownership)
+    sums, measured = separation.separation_of_pairs([uniform, c], lengths, labels, ownership)
     assert measured.tolist() == [True]
     torch.testing.assert_close(sums[0], torch.tensor([1 / 3, 1 / 3], dtype=torch.float64))  # iteration 1: even
     # own: A's positions send 1 and 0.5 to class 0, B's sends 1 to class 1; other: all 0
     torch.testing.assert_close(sums[1], torch.tensor([2.5 / 3, 0.0], dtype=torch.float64))
     # a capsule of length 0 does not count
-    sums, _ = study.separation_of_pairs([c], torch.tensor([[1.0, 1.0, 1.0, 0.0]]), labels, ownership)
+    sums, _ = separation.separation_of_pairs([c], torch.tensor([[1.0, 1.0, 1.0, 0.0]]), labels, ownership)
     torch.testing.assert_close(sums[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
     # a pair without owned positions is left out
-    _, measured = study.separation_of_pairs([c], lengths, labels, torch.full_like(ownership, 0.5))
+    _, measured = separation.separation_of_pairs([c], lengths, labels, torch.full_like(ownership, 0.5))
     assert measured.tolist() == [False]
     with pytest.raises(ValueError, match="own_share"):
-        study.separation_of_pairs([c], lengths, labels, ownership, own_share=0.5)
+        separation.separation_of_pairs([c], lengths, labels, ownership, own_share=0.5)
 
 
 def test_separation_starts_at_zero_and_batches_add_up(pairs):
@@ -86,10 +88,10 @@ def test_separation_starts_at_zero_and_batches_add_up(pairs):
     assert rows[0]["separation"] == pytest.approx(0.0, abs=1e-6)
     assert rows[0]["own_coupling"] == pytest.approx(0.1, abs=1e-6)  # 1/N_out everywhere at iteration 1
     # all 24 pairs in one go, by hand
-    u, u_hat = study.primary_and_votes(model, pairs.images)
+    u, u_hat = model_prediction_vectors(model, pairs.images, return_primary=True)
     trace = capslib.dynamic_routing(u_hat, 3, return_trace=True).trace
-    ownership = study.field_ownership(pairs.first, pairs.second, (10, 10))
-    sums, measured = study.separation_of_pairs([s.c for s in trace], u.norm(dim=-1), pairs.labels, ownership)
+    ownership = separation.field_ownership(pairs.first, pairs.second, (10, 10))
+    sums, measured = separation.separation_of_pairs([s.c for s in trace], u.norm(dim=-1), pairs.labels, ownership)
     own, other = (sums[2] / measured.sum()).tolist()
     assert rows[1]["own_coupling"] == pytest.approx(own, abs=1e-7)  # float32 sums in another order
     assert rows[1]["separation"] == pytest.approx(own - other, abs=1e-7)
@@ -99,14 +101,14 @@ def test_separation_starts_at_zero_and_batches_add_up(pairs):
 def test_field_weights_count_the_paths_through_two_9x9_convolutions():
     ones = torch.ones(1, 1, 9, 9)
     paths = F.conv2d(F.pad(ones, (8, 8, 8, 8)), ones)  # (1, 1, 17, 17): Conv1 after the primary kernel
-    torch.testing.assert_close(study.field_weights(), paths / paths.sum())
-    assert study.field_weights()[0, 0, 8, 8] == study.field_weights().max()
+    torch.testing.assert_close(separation.field_weights(), paths / paths.sum())
+    assert separation.field_weights()[0, 0, 8, 8] == separation.field_weights().max()
 
 
 def test_field_ownership_against_a_loop(pairs):
     first, second = pairs.first[:3], pairs.second[:3]
-    share = study.field_ownership(first, second, (10, 10))  # (3, 10, 10)
-    weights = study.field_weights()[0, 0]  # (17, 17)
+    share = separation.field_ownership(first, second, (10, 10))  # (3, 10, 10)
+    weights = separation.field_weights()[0, 0]  # (17, 17)
     for b in range(3):
         for row, col in [(0, 0), (4, 7), (9, 9), (5, 2)]:
             window = (slice(2 * row, 2 * row + 17), slice(2 * col, 2 * col + 17))
@@ -115,7 +117,7 @@ def test_field_ownership_against_a_loop(pairs):
             expected = ink_a / (ink_a + ink_b) if ink_a + ink_b > 1e-6 else 0.5
             assert float(share[b, row, col]) == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="grid"):
-        study.field_ownership(first, second, (6, 6))
+        separation.field_ownership(first, second, (6, 6))
 
 
 def test_coupling_difference_against_a_loop():
@@ -123,7 +125,7 @@ def test_coupling_difference_against_a_loop():
     c = torch.softmax(torch.randn(2, 3 * 2 * 2, 5, generator=generator), dim=2)  # (B, T*H'*W', N_out)
     lengths = torch.rand(2, 12, generator=generator)  # (B, N_in)
     labels = torch.tensor([[1, 3], [4, 0]])
-    got = study.coupling_difference(c, lengths, labels, (2, 2))  # (2, 2, 2)
+    got = separation.coupling_difference(c, lengths, labels, (2, 2))  # (2, 2, 2)
     for b in range(2):
         a, other = labels[b].tolist()
         for row in range(2):
@@ -136,7 +138,7 @@ def test_coupling_difference_against_a_loop():
 
 def test_pair_coupling_is_even_at_iteration_one_and_matches_the_model(pairs):
     model = tiny_capsnet()
-    maps = study.pair_coupling(model, pairs.images[0], pairs.labels[0], iterations=3)
+    maps = separation.pair_coupling(model, pairs.images[0], pairs.labels[0], iterations=3)
     assert maps["difference"].shape == (3, 10, 10) and maps["lengths"].shape == (3, 10)
     assert maps["difference"][0].abs().max() < 1e-6  # c = 1/N_out: every position splits evenly
     assert maps["difference"][2].abs().max() > 1e-3
@@ -158,12 +160,12 @@ def test_pair_coupling_is_even_at_iteration_one_and_matches_the_model(pairs):
 def test_predicted_pairs_line_up_with_the_labels(top, labels, expected):
     lengths = torch.zeros(1, 10)
     lengths[0, top[0]], lengths[0, top[1]] = 0.9, 0.8
-    assert study.predicted_pairs(lengths, torch.tensor([labels])).tolist() == [list(expected)]
+    assert separation.predicted_pairs(lengths, torch.tensor([labels])).tolist() == [list(expected)]
 
 
 def test_reconstruct_predicted_masks_each_predicted_digit(pairs):
     model = tiny_capsnet()
-    drawn = study.reconstruct_predicted(model, pairs.images[:4], pairs.labels[:4])
+    drawn = separation.reconstruct_predicted(model, pairs.images[:4], pairs.labels[:4])
     assert drawn["reconstructions"].shape == (4, 2, 1, 36, 36)
     with torch.no_grad():
         expected = model(pairs.images[:4], drawn["predicted"]).reconstructions  # (4, 2, 1, 36, 36)
@@ -241,7 +243,7 @@ def test_bad_arguments_are_refused(pairs):
     with pytest.raises(ValueError, match="batch_size"):
         study.iteration_study(model, pairs, (3,), batch_size=0, progress=False)
     with pytest.raises(ValueError, match=r"labels \(B, 2\)"):
-        study.coupling_difference(torch.rand(1, 400, 10), torch.rand(1, 400), torch.tensor([1, 2]), (10, 10))
+        separation.coupling_difference(torch.rand(1, 400, 10), torch.rand(1, 400), torch.tensor([1, 2]), (10, 10))
 
 
 def test_gained_and_lost_compare_the_same_pairs_with_the_reference(pairs):

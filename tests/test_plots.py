@@ -252,11 +252,9 @@ def test_routing_lab_plot_keeps_axes_and_colours_fixed():
 
 
 def test_coupling_polarisation_draws_the_winners_coupling_on_a_fixed_scale(capsnet, images):
-    from capslib.analysis.routing_stats import route_with_agreement_scale
-
     with torch.no_grad():
         u_hat = capsnet.digit_caps.prediction_vectors(capsnet.primary_caps(torch.relu(capsnet.conv1(images[:1]))))
-    trace = route_with_agreement_scale(u_hat, 3, 100.0).trace
+    trace = capslib.dynamic_routing(u_hat, 3, return_trace=True, agreement_scale=100.0).trace
     fig = plots.plot_coupling_polarisation(trace, title="x100")
     winner = int(trace[-1].v[0].norm(dim=-1).argmax())
     assert fig.axes[0].get_xlim() == (0.0, 1.0)

@@ -18,9 +18,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+<<<<<<< HEAD:tests/test_plots_coupling.py
 from capslib.analysis import interpret  # noqa: E402
-from capslib.analysis.routing_stats import model_prediction_vectors, route_with_agreement_scale  # noqa: E402
+import capslib  # noqa: E402
+from capslib.analysis.routing_stats import model_prediction_vectors  # noqa: E402
 from capslib.plots import coupling_colours, plot_coupling, plot_coupling_spread, plot_coupling_types  # noqa: E402
+=======
+import capslib  # noqa: E402
+from capslib.analysis import interpret as interpret
+from capslib.analysis.routing_stats import model_prediction_vectors  # noqa: E402
+from capslib.plots import trained as plots_trained  # noqa: E402
+>>>>>>> wt-routing:tests/test_plots_trained_coupling.py
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 
@@ -108,7 +116,7 @@ def test_coupling_types_use_the_full_fixed_range_by_default(model, image):
 def test_coupling_maps_with_an_agreement_scale_route_the_models_votes(model, image):
     u_hat = model_prediction_vectors(model, image[None])  # (1, N_in, N_out, D_out)
     for scale in (1.0, 7.0):
-        trace = route_with_agreement_scale(u_hat, 3, scale).trace
+        trace = capslib.dynamic_routing(u_hat, 3, return_trace=True, agreement_scale=scale).trace
         expected = torch.stack([step.c[0] for step in trace])  # (R, N_in, N_out)
         maps = interpret.coupling_maps(model, image, iterations=3, agreement_scale=scale)
         got = maps["coupling"].permute(0, 2, 3, 4, 1).reshape(3, -1, 10)  # (R, N_in, N_out)

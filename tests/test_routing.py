@@ -80,6 +80,30 @@ def test_routing_matches_reference(size, iterations):
     torch.testing.assert_close(c, expected[-1].c)
 
 
+@pytest.mark.parametrize("agreement_scale", [0.0, 0.5, 1.0, 4.0])
+def test_agreement_scale_matches_the_reference_with_that_scale(agreement_scale):
+    """``agreement_scale`` multiplies line 7's agreement; 1 is the paper's routing, step by step."""
+    u_hat = make_u_hat(2, 5, 3, 4, seed=21)
+    expected = routing_reference(u_hat, 4, agreement_scale)
+    result = dynamic_routing(u_hat, 4, return_trace=True, agreement_scale=agreement_scale)
+    for step, ref in zip(result.trace, expected, strict=True):
+        for name in ("b", "c", "s", "v"):
+            torch.testing.assert_close(getattr(step, name), getattr(ref, name))
+    if agreement_scale == 1.0:
+        paper = dynamic_routing(u_hat, 4, return_trace=True)
+        for step, theirs in zip(result.trace, paper.trace, strict=True):
+            assert torch.equal(step.b, theirs.b) and torch.equal(step.v, theirs.v)
+    if agreement_scale == 0.0:  # no agreement: the coupling stays uniform
+        for step in result.trace:
+            torch.testing.assert_close(step.c, torch.full_like(step.c, 1 / 3))
+
+
+@pytest.mark.parametrize("agreement_scale", [-1.0, float("nan"), float("inf"), True, "2", None])
+def test_bad_agreement_scale_raises(agreement_scale):
+    with pytest.raises(ValueError, match="agreement_scale must be a finite number >= 0"):
+        dynamic_routing(make_u_hat(1, 2, 2, 2), 3, agreement_scale=agreement_scale)
+
+
 def test_routing_moves_the_coupling():
     """Guard for the comparison above: with these inputs routing really changes ``c`` and ``v``."""
     u_hat = make_u_hat(3, 12, 4, 4, seed=1)

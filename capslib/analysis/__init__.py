@@ -1,1 +1,1 @@
-"""Analysis: tensors that explain a model (shapes, couplings, routing statistics, equivariance)."""
+"""Analysis: tensors that explain a model (shapes, couplings, routing statistics, equivariance, digit separation)."""

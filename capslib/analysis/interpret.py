@@ -1,10 +1,10 @@
 """Looking inside a trained CapsNet: coupling maps, receptive fields, capsule dimensions, as tensors.
 
 Pure tensor work for notebooks 06-07: every function returns tensors (or a dict of them) on the
-CPU and draws nothing; :mod:`capslib.plots_trained` draws them. A function that runs the model
+CPU and draws nothing; :mod:`capslib.plots.trained` draws them. A function that runs the model
 runs it in eval mode without gradients and puts it back in the mode it was in.
-:func:`coupling_maps` can also route with the agreement scaled
-(:func:`capslib.routing_stats.route_with_agreement_scale`): an exploration, not the paper's algorithm.
+:func:`coupling_maps` can also route with the agreement scaled (``agreement_scale`` of
+:func:`capslib.dynamic_routing`): an exploration, not the paper's algorithm.
 
 Shapes use the package vocabulary; ``T`` is the number of primary-capsule types and ``H', W'``
 their grid (32 and 6x6 for MNIST), so ``N_in = T * H' * W'`` in the order of
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..routing import dynamic_routing
 from ..utils import check_index, eval_mode
-from .routing_stats import model_prediction_vectors, route_with_agreement_scale
+from .routing_stats import model_prediction_vectors
 
 __all__ = [
     "PERTURBATIONS",
@@ -60,9 +61,9 @@ def coupling_maps(
         image: ``(C, H, W)`` or ``(1, C, H, W)``.
         iterations: ``R``.
         agreement_scale: 1 (default) is the paper's routing, run by the model itself. Any other
-            value routes the model's ``u_hat`` with
-            :func:`capslib.routing_stats.route_with_agreement_scale`, which multiplies the agreement
-            added to the logits by this factor: an exploration, NOT the paper's algorithm.
+            value routes the model's ``u_hat`` with :func:`capslib.dynamic_routing`'s ``agreement_scale``,
+            which multiplies the agreement added to the logits by this factor: an exploration, NOT the
+            paper's algorithm.
 
     Returns:
         A dict of tensors on the CPU:
@@ -82,7 +83,7 @@ def coupling_maps(
         trace, u_hat = out.trace, out.u_hat  # u_hat: (1, N_in, N_out, D_out)
     else:  # the exploration: same u_hat, the agreement scaled (raises ValueError for a bad factor)
         u_hat = model_prediction_vectors(model, image)  # (1, N_in, N_out, D_out)
-        trace = route_with_agreement_scale(u_hat, iterations, agreement_scale).trace
+        trace = dynamic_routing(u_hat, iterations, return_trace=True, agreement_scale=agreement_scale).trace
     num_types = model.primary_caps.num_types
     grid_h, grid_w = model.primary_grid
     c = torch.stack([step.c[0] for step in trace])  # (R, N_in, N_out)

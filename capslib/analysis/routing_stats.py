@@ -5,10 +5,10 @@ Notebooks 03 and 06 use these to show *why* routing barely changes a trained MNI
 stay in squash's useful range; then the agreement ``u_hat . v`` that is added to the logits ``b``
 is small, and the softmax over ``b`` hardly leaves ``1/N_out``.
 
-Everything here reads :func:`capslib.dynamic_routing`'s trace; nothing changes the model.
-:func:`route_with_agreement_scale` is the one exception, and it is labelled: it multiplies the
-agreement by a factor to show what routing *would* do with stronger agreement. That is an
-exploration, not the paper's algorithm (the paper's factor is 1).
+Everything here reads :func:`capslib.dynamic_routing`'s trace; nothing changes the model. The one
+exception is labelled: an ``agreement_scale`` other than 1 (``dynamic_routing(...,
+agreement_scale=k)``) multiplies the agreement by ``k`` to show what routing *would* do with
+stronger agreement. That is an exploration, not the paper's algorithm (the paper's factor is 1).
 
 Shapes use the package vocabulary: ``B`` batch, ``N_in`` input capsules (1152), ``N_out`` output
 capsules (10), ``D_out`` their dimension (16), ``R`` routing iterations.
@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..functional import squash
-from ..routing import RoutingResult, RoutingStep, check_iterations, dynamic_routing
+from ..evaluation.predict import predict
+from ..routing import RoutingResult, check_iterations, dynamic_routing
 from ..utils import check_index, eval_mode
 
 __all__ = [
     "ValueTable",
     "model_prediction_vectors",
-    "route_with_agreement_scale",
     "trace_values",
     "routing_statistics",
     "routing_statistics_of_images",
@@ -85,16 +84,20 @@ class ValueTable:
         return len(self.rows)
 
 
-def model_prediction_vectors(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+def model_prediction_vectors(
+    model: torch.nn.Module, images: torch.Tensor, return_primary: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The prediction vectors ``u_hat`` a CapsNet routes for ``images``, without routing them.
 
     Args:
         model: a :class:`capslib.CapsNet` (or a model with ``conv1``, ``primary_caps`` and
-            ``digit_caps`` like it). Run in eval mode, without gradients.
+            ``digit_caps`` like it). Run in eval mode, without gradients; its mode is restored after.
         images: ``(B, C, H, W)`` images in [0, 1].
+        return_primary: also return the primary capsules ``u`` the votes are made from.
 
     Returns:
-        ``(B, N_in, N_out, D_out)`` prediction vectors, on the model's device.
+        ``u_hat`` ``(B, N_in, N_out, D_out)``, or with ``return_primary`` ``(u, u_hat)`` with ``u``
+        ``(B, N_in, D_in)`` (squashed primary capsules); on the model's device.
     """
     model.check_images(images)
     device = next(model.parameters()).device
@@ -102,49 +105,21 @@ def model_prediction_vectors(model: torch.nn.Module, images: torch.Tensor) -> to
         x = images.to(device=device, dtype=model.conv1.weight.dtype)
         features = torch.relu(model.conv1(x))  # (B, 256, 20, 20)
         u = model.primary_caps(features)  # (B, N_in, D_in)
-        return model.digit_caps.prediction_vectors(u)  # (B, N_in, N_out, D_out)
+        u_hat = model.digit_caps.prediction_vectors(u)  # (B, N_in, N_out, D_out)
+    return (u, u_hat) if return_primary else u_hat
 
 
-def _check_u_hat(u_hat: torch.Tensor) -> None:
-    if not isinstance(u_hat, torch.Tensor) or u_hat.dim() != 4:
-        shape = tuple(u_hat.shape) if isinstance(u_hat, torch.Tensor) else type(u_hat).__name__
-        raise ValueError(f"u_hat must have shape (B, N_in, N_out, D_out), got {shape}")
+class _PredictionVectors(torch.nn.Module):
+    """A CapsNet cut before its routing, ``images -> u_hat``: what :func:`capslib.evaluation.predict.predict`
+    runs over many images when the routing is done here, not by the model."""
 
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # predict() puts this mode back on the model afterwards
 
-def route_with_agreement_scale(u_hat: torch.Tensor, iterations: int = 3, agreement_scale: float = 1.0) -> RoutingResult:
-    """Procedure 1 with the agreement multiplied by ``agreement_scale``: NOT the paper's algorithm.
-
-    ``b += agreement_scale * (u_hat . v)``. With ``agreement_scale=1`` this is exactly
-    :func:`capslib.dynamic_routing` (tested); larger factors show how the coupling would polarise
-    if the agreement were stronger. An exploration for the notebooks; no model uses it.
-
-    Args:
-        u_hat: ``(B, N_in, N_out, D_out)`` prediction vectors.
-        iterations: ``R >= 1``.
-        agreement_scale: a finite factor >= 0 (0 keeps the coupling uniform).
-
-    Returns:
-        A :class:`capslib.RoutingResult` with every iteration's ``b, c, s, v``.
-    """
-    iterations = check_iterations(iterations)
-    _check_u_hat(u_hat)
-    if (
-        isinstance(agreement_scale, bool)
-        or not isinstance(agreement_scale, (int, float))
-        or not (math.isfinite(agreement_scale) and agreement_scale >= 0)
-    ):
-        raise ValueError(f"agreement_scale must be a finite number >= 0, got {agreement_scale!r}")
-    b = u_hat.new_zeros(u_hat.shape[:3])  # (B, N_in, N_out)
-    trace: list[RoutingStep] = []
-    for r in range(iterations):
-        c = torch.softmax(b, dim=2)  # (B, N_in, N_out): over the OUTPUT capsules
-        # i: input capsule, j: output capsule, d: output dimension.
-        s = torch.einsum("bij,bijd->bjd", c, u_hat)  # (B, N_out, D_out)
-        v = squash(s, dim=-1)  # (B, N_out, D_out)
-        trace.append(RoutingStep(b=b, c=c, s=s, v=v))
-        if r < iterations - 1:
-            b = b + agreement_scale * torch.einsum("bijd,bjd->bij", u_hat, v)  # (B, N_in, N_out)
-    return RoutingResult(v=v, c=c, trace=trace, u_hat=u_hat)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return model_prediction_vectors(self.model, images)  # (B, N_in, N_out, D_out)
 
 
 def _agreements(result: RoutingResult) -> list[torch.Tensor]:
@@ -157,7 +132,7 @@ def trace_values(result: RoutingResult, input_capsule: int, output_capsule: int,
     """The values behind the shapes: one input capsule ``i`` and output capsule ``j``, per iteration.
 
     Args:
-        result: ``dynamic_routing(..., return_trace=True)`` (or :func:`route_with_agreement_scale`).
+        result: ``dynamic_routing(..., return_trace=True)`` (with any ``agreement_scale``).
         input_capsule: ``i`` in ``[0, N_in)``.
         output_capsule: ``j`` in ``[0, N_out)``.
         example: which example of the batch.
@@ -206,9 +181,10 @@ STATISTICS_COLUMNS = (
 )
 
 
-def _statistics_sums(result: RoutingResult) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-iteration sums over the batch of each statistic, ``(R, len(STATISTICS_COLUMNS) - 1)``,
-    and the sum of the mean vote length; the winner is each example's longest final output."""
+def _statistics_per_example(result: RoutingResult) -> torch.Tensor:
+    """Each statistic of each example and iteration, ``(B, R, len(STATISTICS_COLUMNS) - 1)``, then
+    the example's mean vote length ``|u_hat|`` in one more column, ``(B, R * 10 + 1)`` in all; the
+    winner is each example's longest final output."""
     u_hat = result.u_hat  # (B, N_in, N_out, D_out)
     batch, _, num_out, _ = u_hat.shape
     winners = torch.linalg.vector_norm(result.v, dim=-1).argmax(dim=1)  # (B,)
@@ -224,30 +200,34 @@ def _statistics_sums(result: RoutingResult) -> tuple[torch.Tensor, torch.Tensor]
         rows.append(
             torch.stack(
                 [
-                    s_len[is_winner].sum(),
-                    (s_len * others).sum(),
-                    v_len[is_winner].sum(),
-                    (v_len * others).sum(),
-                    per_out[is_winner].sum(),
-                    (per_out * others).sum(),
-                    agreement.abs().mean(dim=(1, 2)).sum(),
-                    c_winner.mean(dim=(1, 2)).sum(),
-                    step.c.amax(dim=2).mean(dim=1).sum(),
-                    entropy.mean(dim=1).sum(),
-                ]
-            )
+                    s_len[is_winner],
+                    (s_len * others).sum(dim=1),
+                    v_len[is_winner],
+                    (v_len * others).sum(dim=1),
+                    per_out[is_winner],
+                    (per_out * others).sum(dim=1),
+                    agreement.abs().mean(dim=(1, 2)),
+                    c_winner.mean(dim=(1, 2)),
+                    step.c.amax(dim=2).mean(dim=1),
+                    entropy.mean(dim=1),
+                ],
+                dim=1,
+            )  # (B, 10)
         )
-    vote_length = torch.linalg.vector_norm(u_hat, dim=-1).mean(dim=(1, 2)).sum()  # sum over B
-    return torch.stack(rows).double().cpu(), vote_length.double().cpu()
+    vote_length = torch.linalg.vector_norm(u_hat, dim=-1).mean(dim=(1, 2))  # (B,)
+    return torch.cat([torch.stack(rows, dim=1).reshape(batch, -1), vote_length[:, None]], dim=1)  # (B, R*10 + 1)
 
 
-def _statistics_table(
-    sums: torch.Tensor, vote_length: float, count: int, num_in: int, num_out: int, what: str
-) -> ValueTable:
-    rows = [(r + 1, *(float(x) / count for x in sums[r])) for r in range(sums.shape[0])]
+def _statistics_table(per_example: torch.Tensor, num_in: int, num_out: int, agreement_scale: float) -> ValueTable:
+    """The means over the examples of :func:`_statistics_per_example`'s ``(B, R * 10 + 1)``."""
+    count = per_example.shape[0]
+    sums = per_example.double().sum(dim=0)  # (R * 10 + 1,)
+    means, vote_length = (sums[:-1] / count).view(-1, len(STATISTICS_COLUMNS) - 1), float(sums[-1]) / count
+    rows = [(r + 1, *(float(x) for x in means[r])) for r in range(means.shape[0])]
+    what = "routing" if agreement_scale == 1 else f"routing with the agreement x{agreement_scale:g} (not the paper)"
     caption = (
         f"{what}: means over {count} example(s) and their {num_in} input capsules; winner = the longest "
-        f"final output; mean |u_hat| = {vote_length / count:.4f}; uniform coupling c = 1/{num_out} = "
+        f"final output; mean |u_hat| = {vote_length:.4f}; uniform coupling c = 1/{num_out} = "
         f"{1 / num_out:.4f}, entropy ln {num_out} = {math.log(num_out):.4f} nats; the last row's "
         f"agreement is not added (no iteration follows)"
     )
@@ -266,31 +246,19 @@ def routing_statistics(u_hat: torch.Tensor, iterations: int = 3, agreement_scale
     Args:
         u_hat: ``(B, N_in, N_out, D_out)`` prediction vectors.
         iterations: ``R >= 1``.
-        agreement_scale: 1 is the paper; other values go through :func:`route_with_agreement_scale`
-            (an exploration, not the paper's algorithm).
+        agreement_scale: 1 is the paper; other values are an exploration, not the paper's
+            algorithm (see :func:`capslib.dynamic_routing`), and the caption says so.
 
     Returns:
         A :class:`ValueTable` with one row per iteration.
     """
-    result = route_with_agreement_scale(u_hat, iterations, agreement_scale)
-    sums, vote_length = _statistics_sums(result)
-    what = "routing" if agreement_scale == 1 else f"routing with the agreement x{agreement_scale:g} (not the paper)"
-    return _statistics_table(sums, float(vote_length), u_hat.shape[0], u_hat.shape[1], u_hat.shape[2], what)
+    result = dynamic_routing(u_hat, iterations, return_trace=True, agreement_scale=agreement_scale)
+    return _statistics_table(_statistics_per_example(result), u_hat.shape[1], u_hat.shape[2], agreement_scale)
 
 
-def _batches(images: torch.Tensor, batch_size: int, progress: bool, description: str):
+def _check_batch_size(batch_size: object) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a non-empty (B, C, H, W) tensor, got {shape}")
-    starts = range(0, images.shape[0], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=description, unit="batch")
-    for start in starts:
-        yield images[start : start + batch_size]
 
 
 def routing_statistics_of_images(
@@ -307,19 +275,20 @@ def routing_statistics_of_images(
         model: a :class:`capslib.CapsNet`; its own routing is not used, only its ``u_hat``.
         images: ``(B, C, H, W)`` images in [0, 1].
         iterations, agreement_scale: as in :func:`routing_statistics`.
-        batch_size: images per batch (memory: about ``batch_size`` x 0.74 MB of ``u_hat``).
+        batch_size: images per batch (memory: ``batch_size`` ``u_hat`` of ``N_in * N_out * D_out`` floats).
         progress: show a progress bar.
     """
-    total, vote_total, count = None, 0.0, 0
-    for chunk in _batches(images, batch_size, progress, "routing statistics"):
-        u_hat = model_prediction_vectors(model, chunk)  # (b, N_in, N_out, D_out)
-        sums, vote_length = _statistics_sums(route_with_agreement_scale(u_hat, iterations, agreement_scale))
-        total = sums if total is None else total + sums
-        vote_total += float(vote_length)
-        count += chunk.shape[0]
-    num_in, num_out = u_hat.shape[1], u_hat.shape[2]
-    what = "routing" if agreement_scale == 1 else f"routing with the agreement x{agreement_scale:g} (not the paper)"
-    return _statistics_table(total, vote_total, count, num_in, num_out, what)
+    _check_batch_size(batch_size)
+
+    def statistics(u_hat: torch.Tensor) -> torch.Tensor:  # (b, N_in, N_out, D_out) -> (b, R * 10 + 1)
+        return _statistics_per_example(
+            dynamic_routing(u_hat, iterations, return_trace=True, agreement_scale=agreement_scale)
+        )
+
+    votes = _PredictionVectors(model)
+    per_example = predict(votes, images, batch_size, statistics, progress=progress, description="routing statistics")
+    num_in, num_out = model.digit_caps.in_capsules, model.digit_caps.out_capsules
+    return _statistics_table(per_example, num_in, num_out, agreement_scale)
 
 
 def predictions_by_iterations(
@@ -344,10 +313,11 @@ def predictions_by_iterations(
     counts = [check_iterations(r) for r in iterations]
     if not counts:
         raise ValueError("iterations must name at least one iteration count, got an empty sequence")
-    found: dict[int, list[torch.Tensor]] = {r: [] for r in counts}
-    for chunk in _batches(images, batch_size, progress, "routing"):
-        u_hat = model_prediction_vectors(model, chunk)  # (b, N_in, N_out, D_out)
-        for r in counts:
-            v, _ = dynamic_routing(u_hat, iterations=r)  # (b, N_out, D_out)
-            found[r].append(torch.linalg.vector_norm(v, dim=-1).argmax(dim=1).cpu())  # (b,)
-    return {r: torch.cat(found[r]) for r in counts}
+    _check_batch_size(batch_size)
+
+    def classes(u_hat: torch.Tensor) -> torch.Tensor:  # (b, N_in, N_out, D_out) -> (b, len(counts))
+        routed = [dynamic_routing(u_hat, iterations=r)[0] for r in counts]  # each (b, N_out, D_out)
+        return torch.stack([torch.linalg.vector_norm(v, dim=-1).argmax(dim=1) for v in routed], dim=1)
+
+    found = predict(_PredictionVectors(model), images, batch_size, classes, progress=progress, description="routing")
+    return {r: found[:, k] for k, r in enumerate(counts)}

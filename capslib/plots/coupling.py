@@ -107,7 +107,7 @@ def plot_coupling(
         c_range: the values of ``c`` at the ends of the colour bar (default: all of ``[0, 1]``);
             a narrower range is a zoom, and the title says so.
         agreement_scale: 1 is the paper's routing; anything else is the exploration of
-            :func:`capslib.analysis.routing_stats.route_with_agreement_scale`, labelled as such in the title.
+            ``agreement_scale`` of :func:`capslib.dynamic_routing`, labelled as such in the title.
 
     Returns:
         The figure.

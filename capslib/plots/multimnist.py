@@ -2,8 +2,7 @@
 routing-iteration study.
 
 Pure plotting functions (the conventions are in :mod:`capslib.plots.common`). The tensor work
-(routing a pair, reconstructing from the two longest capsules) is in
-:mod:`capslib.experiments.multimnist_study`.
+(routing a pair, reconstructing from the two longest capsules) is in :mod:`capslib.analysis.separation`.
 
 One colour per digit throughout: the first digit of a pair (A) is red, the second (B) green, as in
 the paper's Figure 5 (reconstructions in the red and green channels; where both are drawn, yellow).
@@ -143,7 +142,7 @@ def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, tit
 
     Args:
         images: ``(P, 1, H, W)`` pairs; reconstructions: ``(P, 2, 1, H, W)``; labels, predicted: ``(P, 2)``
-            (:func:`capslib.experiments.multimnist_study.reconstruct_predicted` returns the last three).
+            (:func:`capslib.analysis.separation.reconstruct_predicted` returns the last three).
         ncols: pairs per row.
 
     Returns:
@@ -201,7 +200,7 @@ def plot_coupling_difference(
     Each of the ``H' x W'`` grid positions is a square at the centre of its receptive field
     (position ``(row, col)`` sees pixels ``2 row .. 2 row + 16``, so the squares are 2 px apart and
     cover the middle of the image), coloured by the length-weighted mean over its capsule types of
-    ``c_A - c_B`` (:func:`capslib.experiments.multimnist_study.coupling_difference`): red, the capsules there
+    ``c_A - c_B`` (:func:`capslib.analysis.separation.coupling_difference`): red, the capsules there
     route to digit A; green, to digit B; white, an even split.
 
     Args:
@@ -252,7 +251,7 @@ def plot_pair_coupling(
     Args:
         image: ``(1, H, W)`` the pair.
         difference: ``(R, H', W')`` ``c_A - c_B`` per iteration
-            (:func:`capslib.experiments.multimnist_study.pair_coupling` ``["difference"]``).
+            (:func:`capslib.analysis.separation.pair_coupling` ``["difference"]``).
         labels: ``(2,)`` the classes of A and B.
         lengths: optional ``(R, N_out)`` ``|v_j|`` after each iteration, drawn in a last panel
             (A red, B green, the other classes grey) on fixed axes.

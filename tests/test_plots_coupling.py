@@ -18,17 +18,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-<<<<<<< HEAD:tests/test_plots_coupling.py
-from capslib.analysis import interpret  # noqa: E402
 import capslib  # noqa: E402
+from capslib.analysis import interpret  # noqa: E402
 from capslib.analysis.routing_stats import model_prediction_vectors  # noqa: E402
 from capslib.plots import coupling_colours, plot_coupling, plot_coupling_spread, plot_coupling_types  # noqa: E402
-=======
-import capslib  # noqa: E402
-from capslib.analysis import interpret as interpret
-from capslib.analysis.routing_stats import model_prediction_vectors  # noqa: E402
-from capslib.plots import trained as plots_trained  # noqa: E402
->>>>>>> wt-routing:tests/test_plots_trained_coupling.py
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("close_figures")]
 

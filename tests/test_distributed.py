@@ -15,7 +15,9 @@ import torch
 
 import capslib
 from capslib.training.distributed import World, share, world_from_env
-from capslib.training.loop import TrainConfig, check_world, main
+from capslib.training import TrainConfig
+from capslib.training.cli import main
+from capslib.training.prepare import check_world
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

@@ -6,7 +6,7 @@
 
 ``torchrun`` starts one process per GPU (or per CPU slot) and tells each its ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` through the environment; :func:`world_from_env` reads them, and
-:func:`capslib.train.fit` then:
+:func:`capslib.training.fit` then:
 
 * joins the process group: NCCL on GPUs, gloo on CPUs;
 * cuts every global batch of ``batch_size`` images into ``WORLD_SIZE`` equal shares, one per

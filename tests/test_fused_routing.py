@@ -15,7 +15,7 @@ import capslib
 import capslib.fused_routing as fused_routing
 import capslib.layers as layers
 from capslib.fused_routing import routed_capsules
-from capslib.training.loop import total_loss
+from capslib.training import total_loss
 
 
 def _inputs(dtype=torch.float64, batch=3, num_in=20, num_out=4, out_dim=5, in_dim=6, seed=0):

@@ -97,7 +97,7 @@ def test_fused_routing_on_cuda_equals_reference(iterations):
 
 def test_capsnet_fused_path_on_cuda_matches_reference():
     """The whole model in fp32 on CUDA: both routing paths give the same outputs, losses and gradients."""
-    from capslib.training.loop import total_loss
+    from capslib.training import total_loss
 
     torch.manual_seed(0)
     model = capslib.CapsNet().cuda()

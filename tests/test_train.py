@@ -6,6 +6,7 @@ import argparse
 import copy
 import dataclasses
 import errno
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
 from torch.utils.data import Subset, TensorDataset
 
 import capslib
@@ -177,7 +179,7 @@ def test_compile_opt_in_falls_back_to_eager(tiny_data, tmp_path, monkeypatch):
 
     def broken_compile(model, **options):
         def run(*args, **kwargs):
-            raise RuntimeError("InductorError: no working C++ compiler")
+            raise BackendCompilerFailed(lambda *args: None, RuntimeError("no working C++ compiler"), None)
 
         return run
 
@@ -575,6 +577,39 @@ def test_resume_says_where_it_continues(tiny_data, tmp_path, capsys):
     capsys.readouterr()
     fit(None, *tiny_data, tiny_config(tmp_path, stop_after_batches=1), resume=True)
     assert f"resuming {tmp_path / 'last.pt'}: epoch 1/2, 4 of its 6 batches done" in capsys.readouterr().out
+
+
+def test_resume_keeps_the_runs_loss_whatever_the_call_says(tiny_data, tmp_path, capsys):
+    """A resumed run keeps every setting of its model and loss: a new --reconstruction-weight (or
+    --routing-iterations) is named in a note and not applied, so the epoch's loss stays the run's."""
+    torch.manual_seed(7)
+    fit(tiny_model(), *tiny_data, tiny_config(tmp_path, epochs=1, stop_after_batches=3))
+    capsys.readouterr()
+    asked = tiny_config(tmp_path, epochs=1, reconstruction_weight=0.5, routing_iterations=1)
+    resumed = fit(None, *tiny_data, asked, resume=True)
+    note = capsys.readouterr().out
+    assert "reconstruction_weight=0.0005 (not 0.5)" in note and "routing_iterations=3 (not 1)" in note
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["reconstruction_weight"] == 0.0005 and saved["routing_iterations"] == 3
+    assert resumed["model"].routing_iterations == 3
+    record = resumed["history"][0]  # all six batches at the run's weight, three of them after the resume
+    expected = record["train_margin_loss"] + 0.0005 * record["train_reconstruction_loss"]
+    assert record["train_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_validation_goes_through_the_one_prediction_loop(tiny_data, tmp_path, monkeypatch):
+    import capslib.evaluation.predict as predict
+
+    calls, loop = [], predict.predict
+
+    def recording(model, images, *args, **kwargs):
+        calls.append(len(images))
+        return loop(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict", recording)
+    result = fit(tiny_model(), *tiny_data, tiny_config(tmp_path, eval_batch_size=15))
+    assert calls == [40, 40]  # the 40 validation images, once per epoch
+    assert result["history"][0]["val_errors"] == round(40 * (1 - result["history"][0]["val_accuracy"]))
 
 
 def test_resume_without_a_checkpoint_names_the_path(tiny_data, tmp_path):

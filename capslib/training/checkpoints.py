@@ -80,7 +80,7 @@ class EpochSums:
     (reading them every step would stall a GPU).
 
     The running sums also count the steps whose loss was finite, up to the first that was not:
-    every read finds a non-finite loss, and its step, with no check of its own (capslib.faults).
+    every read finds a non-finite loss, and its step, with no check of its own (capslib.training.faults).
     """
 
     def __init__(self, carried: dict, device: torch.device):

@@ -480,16 +480,19 @@ def test_capsnet_owns_its_loss_margin_plus_weighted_reconstruction(eval_model, i
     from capslib.functional import margin_loss, reconstruction_loss
 
     labels = torch.arange(len(images)) % 10  # (B,)
-    out = eval_model(images, labels)
+    with torch.no_grad():
+        out = eval_model(images, labels)
     total, margin, recon = eval_model.loss(out, images, labels, reconstruction_weight=0.01)
     torch.testing.assert_close(margin, margin_loss(out.lengths, labels))
     torch.testing.assert_close(recon, reconstruction_loss(out.reconstructions, images))
     torch.testing.assert_close(total, margin + 0.01 * recon)
     assert eval_model.loss(out, images, labels).total == pytest.approx((margin + 0.0005 * recon).item())
     no_decoder = make_model(reconstruction=False).eval()
-    plain = no_decoder.loss(no_decoder(images), images, labels)
+    with torch.no_grad():
+        plain = no_decoder.loss(no_decoder(images), images, labels)
     assert plain.reconstruction.item() == 0 and plain.total == plain.classification
     pairs = torch.stack([labels, (labels + 1) % 10], dim=1)  # (B, 2)
-    both = eval_model(images, pairs)
+    with torch.no_grad():
+        both = eval_model(images, pairs)
     targets = torch.stack([images, images], dim=1)  # (B, 2, C, H, W)
     assert eval_model.loss(both, targets, pairs).reconstruction > 0

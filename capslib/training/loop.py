@@ -140,13 +140,8 @@ def _fit(model, train_set, val_set, config: TrainConfig, resume: bool, world: Wo
         signum = signal.SIGTERM  # under torchrun: another process was signalled, and this one stopped with it
     if signum is not None and run.epoch < config.epochs:
         raise TrainingInterrupted(signum, f"stopped at {_position(run, config, source)}; saved {out_dir / 'last.pt'}")
-    return {
-        "history": run.history,
-        "best_val_accuracy": run.best_val_accuracy,
-        "best_epoch": run.best_epoch,
-        "out_dir": str(out_dir),
-        "model": run.eval_model,
-    }
+    best = {"best_val_accuracy": run.best_val_accuracy, "best_epoch": run.best_epoch}
+    return {"history": run.history, **best, "out_dir": str(out_dir), "model": run.eval_model}
 
 
 def train_one_epoch(

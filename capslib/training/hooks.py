@@ -72,14 +72,19 @@ class Hook:
 
 
 class ProgressBar(Hook):
-    """A tqdm bar per epoch with the running loss and accuracy, refreshed about every ``PROGRESS_SECONDS``."""
+    """A tqdm bar per epoch with the running loss and accuracy, refreshed about every ``PROGRESS_SECONDS``.
 
-    def __init__(self, epochs: int, enabled: bool):
-        self.epochs, self.enabled, self.bar, self.shown_at = epochs, enabled, None, -math.inf
+    Under torchrun rank 0 shows it, and every process reads its sums as often: each read is also
+    where a process finds a non-finite loss (:mod:`capslib.training.faults`).
+    """
+
+    def __init__(self, epochs: int, enabled: bool, shown: bool = True):
+        self.epochs, self.enabled, self.shown, self.bar, self.shown_at = epochs, enabled, shown, None, -math.inf
 
     def start_epoch(self, epoch: int, first_batch: int, num_batches: int) -> None:
         description = f"epoch {epoch + 1}/{self.epochs}"
-        self.bar = tqdm(total=num_batches, initial=first_batch, desc=description, disable=not self.enabled, leave=False)
+        hidden = not (self.enabled and self.shown)
+        self.bar = tqdm(total=num_batches, initial=first_batch, desc=description, disable=hidden, leave=False)
 
     def after_step(self, step: StepReport) -> None:
         self.bar.update(1)
@@ -196,7 +201,7 @@ class StopAgreement(Hook):
 def default_hooks(config: TrainConfig, world: World, device: torch.device, loss_name: str, signals: StopSignals):
     """The progress bar, TensorBoard (rank 0, when asked for), timed checkpoints and the stop
     agreement, in that order."""
-    hooks: list[Hook] = [ProgressBar(config.epochs, enabled=config.progress and world.is_main)]
+    hooks: list[Hook] = [ProgressBar(config.epochs, enabled=config.progress, shown=world.is_main)]
     if config.tensorboard and world.is_main:
         hooks.append(TensorBoard(Path(config.out_dir), loss_name))
     hooks += [

@@ -797,3 +797,13 @@ def test_readme_says_what_a_fault_costs():
     for promise in ("--resume", "checkpoint_minutes", "Ctrl-C", "SIGTERM", "no space left", "[0, 1]"):
         assert promise in section, promise
     assert 5 <= len(section.strip().splitlines()) <= 10
+
+
+def test_a_mid_epoch_checkpoint_of_an_earlier_version_resumes_its_sums():
+    """Its partial_epoch named the classification loss "margin": the sums carry over all the same."""
+    from capslib.training.checkpoints import EpochSums
+
+    carried = {"loss": 3.0, "margin": 2.0, "reconstruction": 100.0, "correct": 5, "seen": 10}
+    totals, bad_step = EpochSums(carried, torch.device("cpu")).read()
+    assert totals == {"loss": 3.0, "classification": 2.0, "reconstruction": 100.0, "correct": 5, "seen": 10}
+    assert bad_step is None and "margin" in carried  # the checkpoint's dict is left as it was

@@ -796,7 +796,6 @@ def test_readme_says_what_a_fault_costs():
     assert text.index("## Reliability") < text.index("## Data")
     for promise in ("--resume", "checkpoint_minutes", "Ctrl-C", "SIGTERM", "no space left", "[0, 1]"):
         assert promise in section, promise
-    assert 5 <= len(section.strip().splitlines()) <= 10
 
 
 def test_a_mid_epoch_checkpoint_of_an_earlier_version_resumes_its_sums():

@@ -68,7 +68,7 @@ def measure(variant: dict, train_steps: int, infer_steps: int) -> dict:
 
     import capslib
     import capslib.fused_routing
-    from capslib.training.loop import train_step
+    from capslib.training import train_step
 
     if not variant.get("chunking", True):
         capslib.fused_routing.CPU_CHUNK_BYTES = 2**62  # the whole batch in one chunk

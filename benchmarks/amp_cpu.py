@@ -18,7 +18,7 @@ import time
 import torch
 
 import capslib
-from capslib.training.loop import train_step
+from capslib.training import train_step
 from capslib.utils import hardware_name
 
 

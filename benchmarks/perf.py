@@ -38,7 +38,7 @@ import torch
 import capslib
 from capslib.fused_routing import routed_capsules
 from capslib.routing import resolve_routing_implementation
-from capslib.training.loop import train_step
+from capslib.training import train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]

@@ -16,8 +16,8 @@ import time
 import torch
 
 import capslib
+from capslib.training import train_step
 from capslib.training.compiling import compiled_or_eager
-from capslib.training.loop import train_step
 
 
 def _sync(device: torch.device) -> None:

@@ -17,8 +17,8 @@ channels, each followed by 2x2 max-pooling, and one hidden layer of 1024.)
 after each (28 -> 14 -> 7 -> 3 px), 1,059,602 parameters and about 0.06 GMAC per image, for CPU budgets
 and for shipping.
 
-Both return LOGITS ``(B, N_out)`` and train with cross-entropy (:func:`capslib.train.total_loss`
-picks the loss from the output). ``forward(x, y)`` accepts the labels so the same training loop
+Both return LOGITS ``(B, N_out)`` and train with cross-entropy (:meth:`BaselineCNN.loss`).
+``forward(x, y)`` accepts the labels so the same training loop
 drives CapsNet and the baselines; a CNN has nothing to mask and ignores them.
 """
 
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .functional import check_labels
+from .model import Loss
 
 __all__ = ["BaselineCNN", "PAPER_BASELINE", "SMALL_BASELINE", "BASELINES", "MODEL_NAMES", "baseline_cnn"]
 
@@ -60,7 +61,7 @@ class BaselineCNN(nn.Module):
         dropout: dropout probability before the last layer (the paper's "connected with dropout").
     """
 
-    loss_name = "cross_entropy"  # what capslib.train calls the classification loss in its logs
+    loss_name = "cross_entropy"  # the classification loss's name in the training logs (train_cross_entropy_loss)
 
     def __init__(
         self,
@@ -117,6 +118,15 @@ class BaselineCNN(nn.Module):
             fully_connected += [nn.Linear(n_in, n_out), nn.ReLU()]
         fully_connected += [nn.Dropout(dropout), nn.Linear(sizes[-1], num_classes)]
         self.classifier = nn.Sequential(*fully_connected)  # (B, features) -> (B, N_out)
+
+    def loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, reconstruction_weight: float = 0.0
+    ) -> Loss:
+        """Cross-entropy of ``logits`` ``(B, N_out)`` against ``labels`` ``(B,)``, in fp32 (the paper's
+        baseline loss). A CNN redraws nothing: ``targets`` and ``reconstruction_weight`` are taken for
+        the training loop's one call form and unused, and the reconstruction part is 0."""
+        cross_entropy = nn.functional.cross_entropy(logits.float(), labels)
+        return Loss(cross_entropy, cross_entropy, cross_entropy.new_zeros(()))
 
     def check_images(self, x: torch.Tensor) -> None:
         """``ValueError`` unless ``x`` is a floating ``(B, C, H, W)`` batch of this model's image shape."""

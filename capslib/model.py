@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .functional import check_image_range, check_labels
+from .functional import check_image_range, check_labels, margin_loss, reconstruction_loss
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .routing import RoutingStep, check_iterations, check_routing_implementation
 
-__all__ = ["CapsNet", "CapsNetOutput"]
+__all__ = ["CapsNet", "CapsNetOutput", "Loss"]
 
 
 @dataclass
@@ -40,6 +41,15 @@ class CapsNetOutput:
     def predictions(self) -> torch.Tensor:
         """``(B,)`` the predicted class: the longest digit capsule."""
         return self.lengths.argmax(dim=1)
+
+
+class Loss(NamedTuple):
+    """A model's training loss on a batch (scalar tensors, batch means): what the optimizer
+    minimises, and its two parts as the training logs show them."""
+
+    total: torch.Tensor  # classification + weight x reconstruction: what backward() runs on
+    classification: torch.Tensor  # the margin loss of a CapsNet, the cross-entropy of a CNN
+    reconstruction: torch.Tensor  # the decoder's squared error; 0 without a decoder
 
 
 def _conv_out(size: int, kernel: int, stride: int) -> int:
@@ -137,6 +147,31 @@ class CapsNet(nn.Module):
     @routing_implementation.setter
     def routing_implementation(self, value: str) -> None:
         self.digit_caps.routing_implementation = check_routing_implementation(value)
+
+    loss_name = "margin"  # the classification loss's name in the training logs (history: train_margin_loss)
+
+    @staticmethod
+    def loss(
+        output: CapsNetOutput, targets: torch.Tensor, labels: torch.Tensor, reconstruction_weight: float = 0.0005
+    ) -> Loss:
+        """Margin loss (Eq. 4) + ``reconstruction_weight`` x reconstruction loss (Section 4.1), in fp32.
+
+        A static method: any model whose forward returns a :class:`CapsNetOutput` trains with it.
+
+        Args:
+            output: what the model returned for the batch: ``lengths`` ``(B, N_out)``,
+                ``reconstructions`` ``(B, C, H, W)``, ``(B, K, C, H, W)`` or None (no decoder).
+            targets: what the decoder must redraw, the shape of ``reconstructions``: the input
+                images ``(B, C, H, W)``, or each digit on its own ``(B, K, C, H, W)`` (MultiMNIST).
+            labels: ``(B,)`` true classes, or ``(B, K)`` for ``K`` digits per image.
+            reconstruction_weight: the paper's 0.0005, small so the margin loss dominates.
+        """
+        margin = margin_loss(output.lengths.float(), labels)
+        if output.reconstructions is None:
+            recon = margin.new_zeros(())
+        else:
+            recon = reconstruction_loss(output.reconstructions.float(), targets.float())
+        return Loss(margin + reconstruction_weight * recon, margin, recon)
 
     def check_images(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is a float batch ``(B, C, H, W)`` of this model's size.

@@ -1,6 +1,6 @@
-"""``python -m capslib.train``: the command line of :mod:`capslib.training.loop`."""
+"""``python -m capslib.train``: the command line of :mod:`capslib.training` (:mod:`capslib.training.cli`)."""
 
-from .training.loop import main
+from .training.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,12 +9,11 @@ import torch
 from torch.utils.data import Subset
 
 import capslib
-import capslib.training.loop as train
 from capslib.baselines import BASELINES, MODEL_NAMES, PAPER_BASELINE, BaselineCNN, baseline_cnn
 from capslib.data import mnist
 from capslib.evaluation.accuracy import evaluate
 from capslib.pretrained import model_from_config
-from capslib.training.loop import TrainConfig, fit
+from capslib.training import TrainConfig, fit
 
 
 def count(model: torch.nn.Module) -> int:
@@ -82,13 +81,15 @@ def test_bad_images_raise(images, message):
         baseline_cnn("cnn-small")(images)
 
 
-def test_cross_entropy_for_logits_and_the_margin_loss_for_capsules():
+def test_a_cnn_owns_its_loss_the_cross_entropy():
+    model = baseline_cnn("cnn-small", num_classes=3)
     logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]]), torch.tensor([0, 2])
-    total, classification, recon = train.total_loss(logits, torch.zeros(2, 1, 2, 2), labels)
+    total, classification, recon = model.loss(logits, torch.zeros(2, 1, 28, 28), labels, reconstruction_weight=0.5)
     expected = torch.nn.functional.cross_entropy(logits, labels)
     torch.testing.assert_close(total, expected)
     torch.testing.assert_close(classification, expected)
     assert recon.item() == 0
+    assert model.loss(logits.bfloat16(), None, labels).total.dtype == torch.float32  # fp32 under autocast too
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +138,26 @@ def test_a_baseline_run_resumes_exactly(tiny_data, tmp_path):
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_resuming_a_baseline_run_keeps_its_model_whatever_the_call_says(tiny_data, tmp_path, capsys):
+    """`--resume` without `--model cnn-small`: the run stays a cnn-small run (config.json too), and a note says so."""
+    train_set, val_set = tiny_data
+    fit(None, train_set, val_set, tiny_config(tmp_path, stop_after_batches=2))
+    capsys.readouterr()
+    asked = dict(model="capsnet", lr=0.5, out_dir=str(tmp_path), progress=False, tensorboard=False, threads=1)
+    resumed = fit(None, train_set, val_set, TrainConfig(epochs=1, **asked), resume=True)
+    assert isinstance(resumed["model"], BaselineCNN)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"] == "cnn-small" and saved["lr"] == 1e-3 and saved["epochs"] == 1  # epochs: the call's
+    note = capsys.readouterr().out
+    assert "model='cnn-small' (not 'capsnet')" in note and "lr=0.001 (not 0.5)" in note
+
+
 def test_the_cli_trains_a_baseline(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "load_dataset", lambda name, train=True: tiny_data[0] if train else None)
-    result = train.main(
+    import capslib.training.batches as batches
+    from capslib.training.cli import main
+
+    monkeypatch.setattr(batches, "load_dataset", lambda name, train=True: tiny_data[0] if train else None)
+    result = main(
         [
             "--model",
             "cnn-small",

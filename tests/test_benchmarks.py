@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import capslib
-from capslib.training.loop import total_loss
+from capslib.training import total_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import amp_cpu  # noqa: E402

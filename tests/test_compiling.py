@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
 
 import capslib
 from capslib.training.compiling import compiled_or_eager
@@ -26,9 +27,14 @@ def _counting_compile(monkeypatch, behaviour):
     return calls
 
 
+def compile_failure(message: str) -> Exception:
+    """What torch.compile's first call raises when its backend cannot build (Inductor without a C++ compiler)."""
+    return BackendCompilerFailed(lambda *args: None, RuntimeError(message), None)
+
+
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken(model, *args, **kwargs):
-        raise RuntimeError("no C++ compiler found")
+        raise compile_failure("no C++ compiler found")
 
     calls = _counting_compile(monkeypatch, broken)
     torch.manual_seed(0)
@@ -53,6 +59,34 @@ def test_compile_passes_the_models_own_value_errors_through(monkeypatch):
         step(torch.rand(2, 1, 28, 28))  # training mode with a decoder and no labels
     step(torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
     assert len(calls) == 2  # still compiled after the user's error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("mat1 and mat2 shapes cannot be multiplied"),  # a bug in the model, at run time
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        BackendCompilerFailed(lambda *args: None, torch.OutOfMemoryError("out of memory while autotuning"), None),
+    ],
+    ids=["runtime-bug", "out-of-memory", "out-of-memory-while-compiling"],
+)
+def test_only_a_compile_failure_falls_back(monkeypatch, error):
+    """An error of the model or of memory is raised as it is, with no warning, and the next call
+    still runs compiled: the fallback is for a compiler that cannot work, never a way to hide a bug."""
+
+    def failing(model, *args, **kwargs):
+        raise error
+
+    calls = _counting_compile(monkeypatch, failing)
+    step = compiled_or_eager(capslib.CapsNet().eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(type(error)) as raised:
+            step(torch.rand(2, 1, 28, 28))
+        assert raised.value is error
+        with pytest.raises(type(error)):
+            step(torch.rand(2, 1, 28, 28))
+    assert len(calls) == 2  # not switched to eager
 
 
 def test_compiled_model_still_rejects_bad_labels(monkeypatch):

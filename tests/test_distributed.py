@@ -14,8 +14,10 @@ import pytest
 import torch
 
 import capslib
+from capslib.training import TrainConfig
+from capslib.training.cli import main
 from capslib.training.distributed import World, share, world_from_env
-from capslib.training.loop import TrainConfig, check_world, main
+from capslib.training.prepare import check_world
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -93,7 +95,7 @@ def test_a_killed_distributed_run_resumes_exactly(distributed_run, tmp_path):
     last checkpoint rank 0 wrote and ends with the uninterrupted run's weights."""
     out, _ = distributed_run
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    every_step = ["--checkpoint-minutes", "0.0001"]  # a mid-epoch checkpoint after every step
+    every_step = ["--checkpoint-minutes", "0.0001"]  # a checkpoint at every agreement of the processes
     run = subprocess.Popen(
         [*TORCHRUN, "-m", "capslib.train", *RUN, *every_step, "--out", str(tmp_path)],
         cwd=REPO,
@@ -108,7 +110,7 @@ def test_a_killed_distributed_run_resumes_exactly(distributed_run, tmp_path):
         if (tmp_path / "last.pt").exists():  # written atomically: never half a file
             checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
             position = (checkpoint["epoch"], checkpoint["batch_index"])
-            if position >= (0, 2):
+            if position >= (1, 0):  # 4 batches an epoch: the first checkpoint is the first epoch's end
                 break
         time.sleep(0.05)
     assert run.poll() is None, f"the run ended (at {position}) before it could be killed"
@@ -145,3 +147,70 @@ def test_each_process_takes_its_own_share_and_the_environment_is_read(monkeypatc
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="expected 0 <= RANK < WORLD_SIZE, got RANK=2, WORLD_SIZE=2"):
         world_from_env()
+
+
+def test_micro_batches_all_reduce_the_gradients_once_per_step(tmp_path):
+    """Under DistributedDataParallel only the last micro-batch's backward averages the gradients
+    (no_sync on the others): as many all-reduces as without micro-batches, and the same step."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from capslib.training import train_step
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        x, y = torch.rand(30, 1, 28, 28), torch.arange(30) % 10
+        reduces, weights = {}, {}
+        for micro_batch in (None, 7):  # one slice, or five
+            torch.manual_seed(0)
+            model = capslib.CapsNet(conv_channels=16, num_types=4, in_dim=8, out_dim=8)
+            ddp = DistributedDataParallel(model)
+            calls = reduces.setdefault(micro_batch, [])
+
+            def counting(state, bucket, calls=calls):
+                calls.append(1)
+                return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+
+            ddp.register_comm_hook(None, counting)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            train_step(ddp, optimizer, x, y, micro_batch=micro_batch, loss=capslib.CapsNet.loss)
+            weights[micro_batch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    finally:
+        dist.destroy_process_group()
+    assert len(reduces[7]) == len(reduces[None]) >= 1
+    for key, value in weights[None].items():
+        torch.testing.assert_close(weights[7][key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_processes_agree_on_stopping_every_few_steps_not_every_step(monkeypatch):
+    """A signal reaches one process; all agree on it (one all-reduce, a wait for the device) every
+    AGREE_EVERY steps and when stop_after_batches is reached, and between those neither stop nor save."""
+    import capslib.training.hooks as hooks
+
+    agreements = []
+
+    def agree(flags, world, device):  # as if another process had been signalled at its third step
+        agreements.append(len(agreements))
+        return [True, flags[1]] if len(agreements) == 1 else flags
+
+    monkeypatch.setattr(hooks, "agree", agree)
+
+    class NoSignal:
+        received = None
+
+    def steps(stop_after, count):
+        stopping = hooks.StopAgreement(NoSignal(), stop_after, World(rank=1, size=2), torch.device("cpu"))
+        decided = []
+        for index in range(count):
+            report = hooks.StepReport(0, index, 1000, {}, read=dict, save=True)  # a timed checkpoint is due
+            stopping.after_step(report)
+            decided.append((report.stop, report.save))
+        return decided
+
+    decided = steps(stop_after=None, count=hooks.AGREE_EVERY)
+    assert len(agreements) == 1  # one agreement in AGREE_EVERY steps
+    assert decided[:-1] == [(False, False)] * (hooks.AGREE_EVERY - 1) and decided[-1] == (True, True)
+    agreements.clear()
+    decided = steps(stop_after=3, count=3)  # stop_after_batches: the same step on every process
+    assert decided == [(False, False), (False, False), (True, True)] and len(agreements) == 1

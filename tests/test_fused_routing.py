@@ -16,7 +16,7 @@ import capslib.fused_routing as fused_routing
 import capslib.routing as routing
 from capslib.fused_routing import routed_capsules
 from capslib.routing import ROUTING_IMPLEMENTATIONS
-from capslib.training.loop import total_loss
+from capslib.training import total_loss
 
 
 def _inputs(dtype=torch.float64, batch=3, num_in=20, num_out=4, out_dim=5, in_dim=6, seed=0):

@@ -50,7 +50,7 @@ def test_amp_training_learns_like_fp32(tmp_path):
     from torch.utils.data import Subset
 
     from capslib.data import mnist
-    from capslib.training.loop import fit
+    from capslib.training import fit
 
     data = mnist(train=True)
     accuracy = {}
@@ -97,7 +97,7 @@ def test_fused_routing_on_cuda_equals_reference(iterations):
 
 def test_capsnet_fused_path_on_cuda_matches_reference():
     """The whole model in fp32 on CUDA: both routing paths give the same outputs, losses and gradients."""
-    from capslib.training.loop import total_loss
+    from capslib.training import total_loss
 
     torch.manual_seed(0)
     model = capslib.CapsNet().cuda()

@@ -476,3 +476,27 @@ def test_get_device_unavailable_or_unknown_raises(monkeypatch):
         get_device("mps")
     with pytest.raises(ValueError):
         get_device("tpu-please")
+
+
+def test_capsnet_owns_its_loss_margin_plus_weighted_reconstruction(eval_model, images):
+    """Eq. 4 plus 0.0005 x the squared error (Section 4.1), in fp32; 0 reconstruction without a decoder;
+    one target per digit for (B, K) labels (MultiMNIST)."""
+    from capslib.functional import margin_loss, reconstruction_loss
+
+    labels = torch.arange(len(images)) % 10  # (B,)
+    with torch.no_grad():
+        out = eval_model(images, labels)
+    total, margin, recon = eval_model.loss(out, images, labels, reconstruction_weight=0.01)
+    torch.testing.assert_close(margin, margin_loss(out.lengths, labels))
+    torch.testing.assert_close(recon, reconstruction_loss(out.reconstructions, images))
+    torch.testing.assert_close(total, margin + 0.01 * recon)
+    assert eval_model.loss(out, images, labels).total == pytest.approx((margin + 0.0005 * recon).item())
+    no_decoder = make_model(reconstruction=False).eval()
+    with torch.no_grad():
+        plain = no_decoder.loss(no_decoder(images), images, labels)
+    assert plain.reconstruction.item() == 0 and plain.total == plain.classification
+    pairs = torch.stack([labels, (labels + 1) % 10], dim=1)  # (B, 2)
+    with torch.no_grad():
+        both = eval_model(images, pairs)
+    targets = torch.stack([images, images], dim=1)  # (B, 2, C, H, W)
+    assert eval_model.loss(both, targets, pairs).reconstruction > 0

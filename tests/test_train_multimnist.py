@@ -7,9 +7,12 @@ import torch
 from torch.utils.data import Subset
 
 import capslib
-import capslib.training.loop as train
+import capslib.training.step as step_module
 from capslib.data import mnist
-from capslib.training.loop import TrainConfig, fit
+from capslib.evaluation.predict import accuracy
+from capslib.training import TrainConfig, fit
+from capslib.training.batches import load_data
+from capslib.training.prepare import build_model
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def config(out, **overrides) -> TrainConfig:
 
 def test_a_step_sees_pairs_and_redraws_each_digit(digits, tmp_path, monkeypatch):
     seen = []
-    step = train.train_step
+    step = step_module.train_step
 
     def spy(model, optimizer, images, labels, *args, targets=None, **kwargs):
         seen.append((images.shape, labels.shape, None if targets is None else targets.shape))
@@ -47,7 +50,7 @@ def test_a_step_sees_pairs_and_redraws_each_digit(digits, tmp_path, monkeypatch)
         torch.testing.assert_close(images, targets.sum(dim=1).clamp(0, 1))  # the input is the two targets added
         return step(model, optimizer, images, labels, *args, targets=targets, **kwargs)
 
-    monkeypatch.setattr(train, "train_step", spy)
+    monkeypatch.setattr(step_module, "train_step", spy)
     result = fit(tiny_capsnet(), *digits, config(tmp_path, epochs=1))
     assert seen == [((40, 1, 36, 36), (40, 2), (40, 2, 1, 36, 36))] * 5  # 200 digits, each first once
     record = result["history"][0]
@@ -66,15 +69,15 @@ def test_multimnist_training_resumes_exactly(digits, tmp_path):
 
 
 def test_the_default_multimnist_model_is_a_36x36_capsnet_and_cnns_are_refused(tmp_path):
-    model = train.build_model(None, config(tmp_path), None)
+    model = build_model(None, config(tmp_path), None)
     assert isinstance(model, capslib.CapsNet) and model.image_shape == (1, 36, 36)
     with pytest.raises(ValueError, match="--dataset multimnist trains a CapsNet"):
-        train.build_model(None, config(tmp_path, model="cnn-small"), None)
+        build_model(None, config(tmp_path, model="cnn-small"), None)
 
 
 def test_validation_pairs_are_fixed_and_both_digits_must_be_right(digits):
-    data = train.load_data(*digits, config("unused"), 10, torch.device("cpu"))
-    again = train.load_data(*digits, config("unused"), 10, torch.device("cpu"))
+    data = load_data(*digits, config("unused"), 10, torch.device("cpu"))
+    again = load_data(*digits, config("unused"), 10, torch.device("cpu"))
     assert data.val_x.shape == (60, 1, 36, 36) and data.val_y.shape == (60, 2)
     assert torch.equal(data.val_x, again.val_x) and data.train_x.shape == (200, 1, 28, 28)
 
@@ -89,7 +92,7 @@ def test_validation_pairs_are_fixed_and_both_digits_must_be_right(digits):
             scores[torch.arange(30, 60), wrong[30:]] = 1.0
             return scores
 
-    assert train.accuracy(Oracle(), data.val_x, data.val_y, batch_size=60) == 0.5
+    assert accuracy(Oracle(), data.val_x, data.val_y, batch_size=60, device=torch.device("cpu")) == 0.5
 
 
 @pytest.mark.slow

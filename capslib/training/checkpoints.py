@@ -1,6 +1,6 @@
 """A training run's state, and the checkpoints that save it: written atomically, restored exactly.
 
-:func:`capslib.train.fit` keeps what a run carries from one step to the next in a :class:`RunState`
+:func:`capslib.training.fit` keeps what a run carries from one step to the next in a :class:`RunState`
 and saves it to ``<out>/last.pt`` (after every epoch, and within one every ``checkpoint_minutes``)
 and ``<out>/best.pt`` (the epoch that validated best). A checkpoint is a plain dict, which
 ``torch.load(path, weights_only=True)`` reads. ``last.pt`` holds all of it (about 100 MB for the
@@ -27,7 +27,6 @@ Reading one: a file that is truncated, corrupt, holds pickled objects or lacks t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +45,6 @@ __all__ = [
     "save_run",
     "load_last",
     "save_atomic",
-    "write_json_atomic",
     "initial_weights",
     "remove_stale_temporaries",
 ]
@@ -82,19 +80,24 @@ class EpochSums:
     (reading them every step would stall a GPU).
 
     The running sums also count the steps whose loss was finite, up to the first that was not:
-    every read finds a non-finite loss, and its step, with no check of its own (capslib.faults).
+    every read finds a non-finite loss, and its step, with no check of its own (capslib.training.faults).
     """
 
     def __init__(self, carried: dict, device: torch.device):
-        self.carried = {"loss": 0.0, "margin": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0, **carried}
-        self.running = torch.zeros(5, dtype=torch.float64, device=device)  # loss, margin, recon, correct, finite steps
+        carried = dict(carried)
+        if "margin" in carried:  # a mid-epoch last.pt written before the classification loss had its own name
+            carried["classification"] = carried.pop("margin")
+        self.carried = {"loss": 0.0, "classification": 0.0, "reconstruction": 0.0, "correct": 0, "seen": 0, **carried}
+        self.running = torch.zeros(5, dtype=torch.float64, device=device)  # loss, classif., recon, correct, finite
         self.finite = torch.ones((), dtype=torch.bool, device=device)  # False from the first non-finite loss on
         self.steps, self.seen = 0, self.carried["seen"]
 
     def add(self, stats: dict, batch_size: int) -> None:
-        """Add one step's ``stats`` (:func:`capslib.train.train_step`'s batch means), on the device."""
+        """Add one step's ``stats`` (:func:`capslib.training.train_step`'s batch means), on the device."""
         with torch.no_grad():
-            losses = torch.stack([stats["loss"], stats["margin"], stats["reconstruction"]]).double() * batch_size
+            losses = (
+                torch.stack([stats["loss"], stats["classification"], stats["reconstruction"]]).double() * batch_size
+            )
             self.finite &= torch.isfinite(losses).all()
             self.running += torch.cat([losses, stats["correct"].double().view(1), self.finite.double().view(1)])
         self.steps += 1
@@ -103,10 +106,10 @@ class EpochSums:
     def read(self) -> tuple[dict, int | None]:
         """The epoch's sums so far (one read-back), and which step of this call (0-based) had the
         first non-finite loss (None: none had)."""
-        loss, margin, recon, correct, finite_steps = self.running.tolist()
+        loss, classification, recon, correct, finite_steps = self.running.tolist()
         totals = {
             "loss": self.carried["loss"] + loss,
-            "margin": self.carried["margin"] + margin,
+            "classification": self.carried["classification"] + classification,
             "reconstruction": self.carried["reconstruction"] + recon,
             "correct": self.carried["correct"] + round(correct),
             "seen": self.seen,
@@ -241,11 +244,6 @@ def remove_stale_temporaries(out_dir: Path) -> list[Path]:
 def save_atomic(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    """``obj`` as indented JSON at ``path``, written atomically like :func:`save_atomic`."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
 def initial_weights(source: str) -> dict:

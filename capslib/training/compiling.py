@@ -4,8 +4,10 @@
 
 ``torch.compile`` compiles on the first call and needs a toolchain (a C++ compiler on CPU, Triton
 on CUDA), so a missing one fails there, not at ``torch.compile(...)``. The wrapper catches that
-once, warns, and runs ``model`` eagerly from then on. Parameters are shared, so optimizers and
-``model.state_dict()`` (keys unchanged) keep working.
+failure of the compiler once, warns, and runs ``model`` eagerly from then on. Anything else the
+call raises (an out-of-memory error, a bug in the model, the model's own ``ValueError``) is the
+caller's to see and passes through. Parameters are shared, so optimizers and ``model.state_dict()``
+(keys unchanged) keep working.
 """
 
 from __future__ import annotations
@@ -15,7 +17,35 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["compiled_or_eager"]
+__all__ = ["compiled_or_eager", "COMPILE_FAILURES"]
+
+
+def _compile_failures() -> tuple[type[BaseException], ...]:
+    """What torch raises when it cannot compile: the backend failed (Inductor's errors, a missing
+    C++ compiler or Triton, all wrapped in ``BackendCompilerFailed``) or the generated code did not build."""
+    failures: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        failures.append(BackendCompilerFailed)
+    except ImportError:  # a torch without dynamo: nothing compiles, nothing to catch
+        pass
+    try:
+        from torch._inductor.exc import CppCompileError
+
+        failures.append(CppCompileError)  # CUDACompileError is one too
+    except ImportError:
+        pass
+    return tuple(failures)
+
+
+COMPILE_FAILURES = _compile_failures()
+
+
+def is_compile_failure(err: BaseException) -> bool:
+    """Whether ``err`` says the compiler failed (and not that memory ran out while it worked)."""
+    inner = getattr(err, "inner_exception", None)
+    return isinstance(err, COMPILE_FAILURES) and not isinstance(inner, torch.OutOfMemoryError)
 
 
 def compiled_or_eager(model: nn.Module, enabled: bool = True, **compile_options):
@@ -38,12 +68,13 @@ def compiled_or_eager(model: nn.Module, enabled: bool = True, **compile_options)
                 check_inputs(*args, **kwargs)
             try:
                 return compiled(*args, **kwargs)
-            except ValueError:  # the model's own input checks: the caller's error, not the compiler's
-                raise
             except Exception as err:
-                message = str(err).splitlines()[0][:200] if str(err) else ""
+                if not is_compile_failure(err):
+                    raise
+                cause = getattr(err, "inner_exception", None) or err
+                message = str(cause).splitlines()[0][:200] if str(cause) else ""
                 warnings.warn(
-                    f"torch.compile is not usable here ({type(err).__name__}: {message}); running the model eagerly",
+                    f"torch.compile is not usable here ({type(cause).__name__}: {message}); running the model eagerly",
                     RuntimeWarning,
                     stacklevel=2,
                 )

@@ -6,7 +6,7 @@
 
 ``torchrun`` starts one process per GPU (or per CPU slot) and tells each its ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` through the environment; :func:`world_from_env` reads them, and
-:func:`capslib.train.fit` then:
+:func:`capslib.training.fit` then:
 
 * joins the process group: NCCL on GPUs, gloo on CPUs;
 * cuts every global batch of ``batch_size`` images into ``WORLD_SIZE`` equal shares, one per
@@ -16,8 +16,9 @@
   batches of a run on one (the last, incomplete batch of an epoch is dropped);
 * wraps the model in ``DistributedDataParallel``, which averages the gradients: the step is the
   global batch's, as on one process, to float rounding;
-* agrees once per step on whether to stop (Ctrl-C, SIGTERM, ``stop_after_batches``) or to write a
-  mid-epoch checkpoint, so no process waits for one that left;
+* agrees every few steps (:data:`capslib.training.hooks.AGREE_EVERY`, not every step: each
+  agreement waits for the device) on whether to stop (Ctrl-C, SIGTERM, ``stop_after_batches``)
+  or to write a mid-epoch checkpoint, so no process waits for one that left;
 * writes checkpoints, ``history.json``, TensorBoard logs and progress from rank 0 only. A
   checkpoint is the plain model's (no ``module.`` prefixes): :func:`capslib.load_checkpoint` and
   ``--resume`` read it as they read any other (every process resumes from the same ``last.pt``,

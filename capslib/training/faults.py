@@ -1,11 +1,11 @@
 """What stops a training run early, and how it stops without losing work or saving wrong weights.
 
 **A non-finite loss** (NaN or infinite: NaN pixels, a learning rate that diverges) would turn every
-weight into NaN at the next optimizer step. :func:`capslib.train.fit` raises
+weight into NaN at the next optimizer step. :func:`capslib.training.fit` raises
 :class:`NonFiniteLossError` naming the epoch, the batch and the step, and no checkpoint ever holds
 the weights that loss touched: ``last.pt`` and ``best.pt`` keep the last good state.
 
-* On the CPU :func:`capslib.train.train_step` checks the loss before the optimizer step: reading a
+* On the CPU :func:`capslib.training.train_step` checks the loss before the optimizer step: reading a
   CPU tensor costs nothing, so the step is never taken and the weights in memory stay good too.
 * On a GPU (or MPS) reading the loss every step would make the host wait for the device (a
   synchronisation per step, the thing the training loop avoids). There the step runs, and a flag

@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 
 import capslib
 from capslib.data import mnist
-from capslib.training.loop import fit
+from capslib.training import fit
 
 # Scalars capslib.training.loop writes: per logged batch (every 50th) and per epoch (see train._log_epoch).
 BATCH_TAGS = {"loss/total", "loss/margin", "loss/reconstruction"}

@@ -95,7 +95,6 @@ def test_the_package_front_door_imports_only_the_core_and_tracing():
     assert {room(t) for t in targets} <= allowed, targets
 
 
-@pytest.mark.xfail(strict=True, reason="the reorganisation is under way")
 def test_no_module_is_longer_than_a_screenful_or_two():
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"

@@ -1,8 +1,8 @@
 """Loading the shipped pretrained models and a learner's own training checkpoints.
 
-The shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
-``$CAPSNET_DATA/pretrained/``) as two files: ``capsnet_mnist.pt``, a half-precision state dict,
-and ``capsnet_mnist.json``, its model card (how it was trained and what it measured).
+Each shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
+``$CAPSNET_DATA/pretrained/``) as two files: ``<name>.pt``, a half-precision state dict, and
+``<name>.json``, its model card (how it was trained, what it measured, and its ``model_config``).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _arguments(cls: type, config: dict) -> dict:
             f"expected some of {sorted(accepted)}"
         )
     kwargs = dict(config)
-    if "image_shape" in kwargs:  # JSON and older checkpoints store it as a list
+    if "image_shape" in kwargs:  # a JSON card stores it as a list
         kwargs["image_shape"] = tuple(kwargs["image_shape"])
     return kwargs
 

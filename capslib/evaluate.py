@@ -1,6 +1,6 @@
-"""``python -m capslib.evaluate``: the command line of :mod:`capslib.evaluation.accuracy`."""
+"""``python -m capslib.evaluate``: the command line of :mod:`capslib.evaluation.cli`."""
 
-from .evaluation.accuracy import main
+from .evaluation.cli import main
 
 if __name__ == "__main__":
     main()

@@ -179,7 +179,7 @@ class CapsNet(nn.Module):
         On the CPU the values are checked too (finite, in [0, 1]: :func:`capslib.functional.check_image_range`),
         where a minimum and maximum cost nothing. On a GPU that would read the batch back, a
         synchronisation in every step, so there only dtype and shape are checked here; data entering
-        on a GPU is value-checked once, on the CPU, where it enters (:func:`capslib.evaluate.evaluate`,
+        on a GPU is value-checked once, on the CPU, where it enters (:func:`capslib.evaluation.evaluate`,
         the training data loader).
         """
         if not isinstance(x, torch.Tensor):

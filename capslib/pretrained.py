@@ -1,12 +1,13 @@
 """Loading the shipped pretrained models and a learner's own training checkpoints.
 
-The shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
-``$CAPSNET_DATA/pretrained/``) as two files: ``capsnet_mnist.pt``, a half-precision state dict,
-and ``capsnet_mnist.json``, its model card (how it was trained and what it measured).
+Each shipped model lives in ``<data dir>/pretrained/`` (the repository's ``data/pretrained/``, or
+``$CAPSNET_DATA/pretrained/``) as two files: ``<name>.pt``, a half-precision state dict, and
+``<name>.json``, its model card (how it was trained, what it measured, and its ``model_config``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import re
@@ -17,7 +18,7 @@ import torch
 
 from .baselines import BASELINES, BaselineCNN
 from .model import CapsNet
-from .utils import atomic_write, data_dir, get_device
+from .utils import atomic_write, data_dir, get_device, write_json_atomic
 
 __all__ = [
     "PRETRAINED_NAME",
@@ -108,15 +109,18 @@ def load_pretrained(device: str | torch.device | None = None, name: str = PRETRA
     return _finish(model, device)
 
 
-# CapsNet's arguments under the names that checkpoints written before the shape vocabulary
-# reached argument names still carry.
-_RENAMED = {"primary_types": "num_types", "primary_dim": "in_dim", "class_dim": "out_dim"}
-
-
-def model_kwargs(config: dict) -> dict:
-    """CapsNet's keyword arguments from a saved ``model_config``."""
-    kwargs = {_RENAMED.get(key, key): value for key, value in config.items()}
-    if "image_shape" in kwargs:
+def _arguments(cls: type, config: dict) -> dict:
+    """``config`` as keyword arguments of ``cls``, refusing names it does not take with a ``ValueError``
+    (Python's ``TypeError`` would name only the first, and not the file's ``model_config``)."""
+    accepted = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ValueError(
+            f"the saved model_config has {unknown}, which {cls.__name__} does not take; "
+            f"expected some of {sorted(accepted)}"
+        )
+    kwargs = dict(config)
+    if "image_shape" in kwargs:  # a JSON card stores it as a list
         kwargs["image_shape"] = tuple(kwargs["image_shape"])
     return kwargs
 
@@ -124,14 +128,18 @@ def model_kwargs(config: dict) -> dict:
 def model_from_config(config: dict) -> torch.nn.Module:
     """The model a saved ``model_config`` describes (a checkpoint's or a model card's): a
     :class:`CapsNet`, or with ``"model": "cnn-baseline"`` (or another baseline) a
-    :class:`capslib.baselines.BaselineCNN`. Configs without ``"model"`` are CapsNets."""
+    :class:`capslib.baselines.BaselineCNN`. Configs without ``"model"`` are CapsNets.
+
+    Raises:
+        ValueError: for an unknown model, or arguments the model does not take.
+    """
     config = dict(config)
     name = config.pop("model", "capsnet")
     if name == "capsnet":
-        return CapsNet(**model_kwargs(config))
+        return CapsNet(**_arguments(CapsNet, config))
     if name in BASELINES or name == "cnn":
         config.pop("routing_iterations", None)
-        return BaselineCNN(**config)
+        return BaselineCNN(**_arguments(BaselineCNN, config))
     expected = ["capsnet", "cnn", *sorted(BASELINES)]
     raise ValueError(f"unknown model {name!r} in the saved model_config; expected one of {expected}")
 
@@ -173,5 +181,5 @@ def save_pretrained(model: CapsNet, directory: str | Path, card: dict, name: str
     if hasattr(model, "routing_iterations"):  # CapsNet's, which a user may have changed since building it
         model_config["routing_iterations"] = model.routing_iterations
     card = {**card, "model_config": model_config}
-    atomic_write(directory / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    write_json_atomic(card, directory / f"{name}.json")
     return atomic_write(directory / f"{name}.pt", lambda tmp: torch.save(state, tmp))

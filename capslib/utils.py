@@ -43,11 +43,14 @@ def data_dir() -> Path:
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Seed Python's ``random``, NumPy and PyTorch (CPU and every GPU) with ``seed``."""
+    """Seed Python's ``random``, NumPy and PyTorch (CPU and every GPU) with ``seed``.
+
+    String hashing is not seeded: ``PYTHONHASHSEED`` takes effect only when an interpreter starts,
+    so set it in the shell where the iteration order of a set of strings must repeat.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
-    os.environ["PYTHONHASHSEED"] = str(seed)
 
 
 def get_device(device: str | torch.device | None = "auto") -> torch.device:

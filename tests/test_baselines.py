@@ -182,16 +182,17 @@ def test_the_cli_trains_a_baseline(tiny_data, tmp_path, monkeypatch):
 
 def test_a_baseline_exports_with_its_own_card_and_loads_by_name(tiny_data, tmp_path, monkeypatch):
     import capslib.evaluation.accuracy
+    import capslib.evaluation.cards
+    import capslib.evaluation.cli
     from capslib.data import datasets as data
 
     full_evaluate = capslib.evaluation.accuracy.evaluate  # the card's three passes, over 500 test images to save time
-    monkeypatch.setattr(
-        capslib.evaluation.accuracy, "evaluate", lambda *a, limit=None, **k: full_evaluate(*a, limit=limit or 500, **k)
-    )
+    for module in (capslib.evaluation.cli, capslib.evaluation.cards):
+        monkeypatch.setattr(module, "evaluate", lambda *a, limit=None, **k: full_evaluate(*a, limit=limit or 500, **k))
 
     train_set, val_set = tiny_data
     fit(None, train_set, val_set, tiny_config(tmp_path / "run", epochs=1))
-    capslib.evaluation.accuracy.main(
+    capslib.evaluation.cli.main(
         [
             str(tmp_path / "run" / "best.pt"),
             "--device",

@@ -1,17 +1,16 @@
-"""MNIST / Fashion-MNIST loading from the bundled files, checksums, shift augmentation, splits.
+"""MNIST / Fashion-MNIST read from the bundled gzips, checksums and damaged files, shift augmentation, splits.
 
-Every test that unpacks data points ``CAPSNET_DATA`` at a temporary copy, so the repository's
-``data/cache`` is never written by the test suite.
+A test that damages data does it to a temporary copy that ``CAPSNET_DATA`` points at.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from capslib.data import datasets as data
+from capslib.data.shift import random_shift
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_MNIST = REPO / "data" / "mnist"
@@ -53,21 +53,16 @@ def read_idx_labels(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return copy_bundled_mnist(tmp_path_factory.mktemp("capsnet-data"))
-
-
-@pytest.fixture(scope="module")
-def mnist_train(data_root):
+def mnist_train():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(data.DATA_ENV, str(data_root))
+        mp.delenv(data.DATA_ENV, raising=False)
         return data.mnist(train=True)
 
 
 @pytest.fixture(scope="module")
-def mnist_test(data_root):
+def mnist_test():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(data.DATA_ENV, str(data_root))
+        mp.delenv(data.DATA_ENV, raising=False)
         return data.mnist(train=False)
 
 
@@ -131,10 +126,9 @@ def test_corrupt_copy_raises(tmp_path, monkeypatch):
     content[len(content) // 2] ^= 0x01  # one bit of one byte
     victim.write_bytes(bytes(content))
     monkeypatch.setenv(data.DATA_ENV, str(root))
-    with pytest.raises(data.CorruptDataError, match="t10k-labels-idx1-ubyte.gz"):
+    with pytest.raises(data.CorruptDataError, match="t10k-labels-idx1-ubyte.gz.*SHA256SUMS expects"):
         data.mnist(train=False)
-    raw_dir = root / "cache" / "MNIST" / "raw"
-    assert not raw_dir.exists() or not any(raw_dir.iterdir())  # nothing unpacked from a corrupt copy
+    assert len(data.mnist(train=True)) == 60_000  # the other split's files are fine
 
 
 def test_missing_folder_raises_naming_it(tmp_path, monkeypatch):
@@ -147,86 +141,69 @@ def test_missing_folder_raises_naming_it(tmp_path, monkeypatch):
     assert isinstance(info.value, FileNotFoundError)
 
 
-def test_unpacking_leaves_no_part_files(data_root, mnist_train, mnist_test):
-    raw_dir = data_root / "cache" / "MNIST" / "raw"
-    names = sorted(os.listdir(raw_dir))
-    assert names == sorted(data.IDX_FILES)
-    assert not [n for n in names if n.endswith(".part")]
-    assert (raw_dir / "t10k-images-idx3-ubyte").stat().st_size == 16 + 10_000 * 28 * 28
-
-
-def test_interrupted_unpacking_leaves_nothing_behind(tmp_path, monkeypatch):
+def _unlisted_copy(tmp_path, monkeypatch) -> Path:
+    """A private MNIST folder without SHA256SUMS (as Debian ships its datasets): only reading can tell."""
     root = copy_bundled_mnist(tmp_path)
+    (root / "mnist" / "SHA256SUMS").unlink()
     monkeypatch.setenv(data.DATA_ENV, str(root))
+    return root / "mnist"
 
-    def half_copy_then_fail(src, dst, *args, **kwargs):
-        dst.write(src.read(1000))
-        raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(data.shutil, "copyfileobj", half_copy_then_fail)
-    with pytest.raises(OSError, match="simulated"):
+def test_a_truncated_gzip_without_checksums_raises_naming_it(tmp_path, monkeypatch):
+    victim = _unlisted_copy(tmp_path, monkeypatch) / "t10k-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:-1000])
+    with pytest.raises(data.CorruptDataError, match=r"t10k-images-idx3-ubyte.gz is not a readable gzip"):
         data.mnist(train=False)
-    raw_dir = root / "cache" / "MNIST" / "raw"
-    assert os.listdir(raw_dir) == []  # neither a truncated IDX file nor a .part file
-
-    monkeypatch.undo()
-    monkeypatch.setenv(data.DATA_ENV, str(root))
-    assert len(data.mnist(train=False)) == 10_000  # and a later call unpacks cleanly
 
 
-def _unpacked(tmp_path, monkeypatch) -> Path:
-    """A private data directory whose cache is unpacked; returns the cache's ``MNIST/raw``."""
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda raw: raw[:-784], r"7839232 bytes unpacked \(expected 0000080\d and 7840016 bytes\)"),
+        (lambda raw: b"\x00\x00\x0d\x03" + raw[4:], r"header 00000d03"),
+        (lambda raw: raw[:16], r"header 00000803 \[10000, 28, 28\], 16 bytes"),
+    ],
+    ids=["an image short", "float type code", "header only"],
+)
+def test_a_gzip_that_is_not_the_idx_it_claims_raises_naming_it(tmp_path, monkeypatch, change, expected):
+    victim = _unlisted_copy(tmp_path, monkeypatch) / "t10k-images-idx3-ubyte.gz"
+    victim.write_bytes(gzip.compress(change(gzip.decompress(victim.read_bytes())), compresslevel=1))
+    with pytest.raises(data.CorruptDataError, match=rf"t10k-images-idx3-ubyte.gz is not an IDX file.*{expected}"):
+        data.mnist(train=False)
+
+
+def test_images_and_labels_of_different_counts_are_refused(tmp_path, monkeypatch):
+    folder = _unlisted_copy(tmp_path, monkeypatch)
+    victim = folder / "t10k-labels-idx1-ubyte.gz"
+    labels = gzip.decompress(victim.read_bytes())
+    victim.write_bytes(gzip.compress(labels[:4] + (9_999).to_bytes(4, "big") + labels[8:-1], compresslevel=1))
+    with pytest.raises(data.CorruptDataError, match="10000 t10k images but 9999 labels"):
+        data.mnist(train=False)
+
+
+def test_reading_writes_nothing_so_a_read_only_folder_works(tmp_path, monkeypatch, raw_test_images):
+    """The gzips are read into memory: no unpacked copy is written next to them or anywhere else."""
     root = copy_bundled_mnist(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     monkeypatch.setenv(data.DATA_ENV, str(root))
-    data.mnist(train=False)
-    return root / "cache" / "MNIST" / "raw"
-
-
-def test_truncated_cache_file_is_unpacked_again(tmp_path, monkeypatch, raw_test_images):
-    raw_dir = _unpacked(tmp_path, monkeypatch)
-    victim = raw_dir / "t10k-images-idx3-ubyte"
-    with open(victim, "r+b") as f:
-        f.truncate(1000)
-    with pytest.warns(UserWarning, match=r"t10k-images-idx3-ubyte.*1000 bytes, expected 7840016.*unpacked again"):
-        test = data.mnist(train=False)
-    assert victim.stat().st_size == 16 + 10_000 * 28 * 28
-    images, _ = data.to_tensors(test)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        images, _ = data.to_tensors(data.mnist(train=False))
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert torch.equal(images[:, 0], torch.from_numpy(raw_test_images.astype(np.float32)) / 255.0)
 
 
-def test_same_size_corruption_of_the_cache_is_found(tmp_path, monkeypatch, raw_test_images):
-    """One changed pixel keeps the size: only the recorded SHA-256 can tell."""
-    raw_dir = _unpacked(tmp_path, monkeypatch)
-    victim = raw_dir / "t10k-images-idx3-ubyte"
-    offset = 16 + 5 * 28 * 28 + 14 * 28 + 14  # the middle pixel of test image 5
-    with open(victim, "r+b") as f:
-        f.seek(offset)
-        pixel = f.read(1)
-        f.seek(offset)
-        f.write(bytes([pixel[0] ^ 0xFF]))
-    with pytest.warns(UserWarning, match=r"t10k-images-idx3-ubyte.*SHA-256.*unpacked again"):
-        test = data.mnist(train=False)
-    assert torch.equal(test[5][0][0], torch.from_numpy(raw_test_images[5].astype(np.float32)) / 255.0)
-
-
-def test_cache_without_a_record_is_unpacked_again_quietly(tmp_path, monkeypatch, recwarn):
-    """A cache unpacked by an older capslib has no record of its checksums: it is redone once."""
-    raw_dir = _unpacked(tmp_path, monkeypatch)
-    record = raw_dir.parent / data.UNPACKED_RECORD
-    assert sorted(json.loads(record.read_text())["files"]) == sorted(data.IDX_FILES)
-    record.unlink()
-    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"not an IDX file")
-    assert len(data.mnist(train=False)) == 10_000
-    assert record.exists() and not [w for w in recwarn.list if issubclass(w.category, UserWarning)]
-
-
-def test_corrupt_cache_with_a_corrupt_source_raises(tmp_path, monkeypatch):
-    raw_dir = _unpacked(tmp_path, monkeypatch)
-    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"")
-    gz = raw_dir.parents[2] / "mnist" / "t10k-labels-idx1-ubyte.gz"
-    gz.write_bytes(gz.read_bytes()[:-10])
-    with pytest.raises(data.CorruptDataError, match="t10k-labels-idx1-ubyte.gz"), pytest.warns(UserWarning):
-        data.mnist(train=False)
+def test_importing_and_reading_the_data_never_imports_torchvision_or_matplotlib():
+    code = (
+        "import sys, capslib.data as d; d.to_tensors(d.mnist(train=False)); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'matplotlib', 'PIL'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
 
 
 def test_explicit_root_without_files_raises(tmp_path):
@@ -234,12 +211,17 @@ def test_explicit_root_without_files_raises(tmp_path):
         data.mnist(train=False, root=tmp_path)
 
 
-def test_unpacked_files_are_readable_by_everyone(data_root, mnist_test):
-    """mkstemp creates 0600 files; a shared CAPSNET_DATA cache must stay readable to other users."""
-    raw_dir = data_root / "cache" / "MNIST" / "raw"
+def test_an_explicit_torchvision_root_serves_the_same_items(tmp_path, mnist_test):
+    """``root=``: torchvision's own MNIST under a user's folder (here: the bundled gzips in its raw/)."""
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(BUNDLED_MNIST, raw)
     for name in data.IDX_FILES:
-        mode = (raw_dir / name).stat().st_mode & 0o777
-        assert mode & 0o444 == 0o444, f"{name} has mode {oct(mode)}"
+        (raw / name).write_bytes(gzip.decompress((raw / f"{name}.gz").read_bytes()))
+    theirs = data.mnist(train=False, root=tmp_path)
+    images, labels = data.to_tensors(theirs)
+    ours, our_labels = data.to_tensors(mnist_test)
+    assert torch.equal(images, ours) and torch.equal(labels, our_labels)
+    assert torch.equal(theirs[7][0], mnist_test[7][0]) and theirs[7][1] == mnist_test[7][1]
 
 
 # --- datasets by name -----------------------------------------------------------------------------
@@ -250,8 +232,8 @@ def test_load_dataset_unknown_name():
         data.load_dataset("nope")
 
 
-def test_load_dataset_by_name(data_root, monkeypatch):
-    monkeypatch.setenv(data.DATA_ENV, str(data_root))
+def test_load_dataset_by_name(monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
     assert len(data.load_dataset("MNIST", train=False)) == 10_000
 
 
@@ -267,7 +249,8 @@ def test_fashion_mnist(tmp_path, monkeypatch):
     assert torch.as_tensor(test.targets).bincount(minlength=10).tolist() == [1000] * 10
     image, _ = test[0]
     assert image.shape == (1, 28, 28) and 0.0 <= image.min() and image.max() <= 1.0
-    assert not [n for n in os.listdir(tmp_path / "cache" / "FashionMNIST" / "raw") if n.endswith(".part")]
+    assert test.classes[test[0][1]] == "Ankle boot"
+    assert not any(tmp_path.iterdir())  # nothing written into the data folder
 
 
 # --- random_shift ---------------------------------------------------------------------------------
@@ -294,7 +277,7 @@ def find_shift(original: torch.Tensor, shifted: torch.Tensor, max_shift: int) ->
 
 def test_random_shift_is_an_exact_integer_shift():
     images = torch.rand(400, 3, 9, 11, generator=torch.Generator().manual_seed(0)) + 0.1  # no zero pixel
-    shifted = data.random_shift(images, max_shift=2, generator=torch.Generator().manual_seed(1))
+    shifted = random_shift(images, max_shift=2, generator=torch.Generator().manual_seed(1))
     assert shifted.shape == images.shape and shifted.dtype == images.dtype
     seen = set()
     for original, moved in zip(images, shifted, strict=True):
@@ -307,7 +290,7 @@ def test_random_shift_is_an_exact_integer_shift():
 
 def test_random_shift_on_mnist_digits(mnist_test):
     images = torch.stack([mnist_test[i][0] for i in range(16)])
-    shifted = data.random_shift(images, generator=torch.Generator().manual_seed(2))
+    shifted = random_shift(images, generator=torch.Generator().manual_seed(2))
     for original, moved in zip(images, shifted, strict=True):
         assert find_shift(original, moved, 2), "not a shift of the digit"
 
@@ -318,31 +301,31 @@ def test_random_shift_preserves_mass_with_empty_border():
     images[:, :, -2:] = 0
     images[:, :, :, :2] = 0
     images[:, :, :, -2:] = 0
-    shifted = data.random_shift(images, max_shift=2, generator=torch.Generator().manual_seed(4))
+    shifted = random_shift(images, max_shift=2, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(shifted.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))
     assert not torch.equal(shifted, images)
 
 
 def test_random_shift_zero_is_identity():
     images = torch.rand(4, 1, 28, 28)
-    out = data.random_shift(images, max_shift=0)
+    out = random_shift(images, max_shift=0)
     assert torch.equal(out, images)
 
 
 def test_random_shift_generator_is_reproducible():
     images = torch.rand(16, 1, 28, 28)
-    a = data.random_shift(images, generator=torch.Generator().manual_seed(5))
-    b = data.random_shift(images, generator=torch.Generator().manual_seed(5))
-    c = data.random_shift(images, generator=torch.Generator().manual_seed(6))
+    a = random_shift(images, generator=torch.Generator().manual_seed(5))
+    b = random_shift(images, generator=torch.Generator().manual_seed(5))
+    c = random_shift(images, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
 
 def test_random_shift_bad_arguments():
     with pytest.raises(ValueError):
-        data.random_shift(torch.rand(1, 28, 28))
+        random_shift(torch.rand(1, 28, 28))
     with pytest.raises(ValueError, match="max_shift"):
-        data.random_shift(torch.rand(2, 1, 28, 28), max_shift=-1)
+        random_shift(torch.rand(2, 1, 28, 28), max_shift=-1)
 
 
 # --- splits and tensors ---------------------------------------------------------------------------
@@ -405,9 +388,7 @@ def test_to_tensors_generic_dataset():
 
 def test_to_tensors_honours_a_custom_transform(mnist_test):
     """A dataset with its own transform is not read through the raw-pixel fast path."""
-    from torchvision import transforms
-
-    inverted = data.mnist(train=False, transform=transforms.Compose([transforms.ToTensor(), lambda t: 1.0 - t]))
+    inverted = data.mnist(train=False, transform=lambda image: 1.0 - image)  # image: (1, 28, 28) in [0, 1]
     images, labels = data.to_tensors(Subset(inverted, range(3)))
     plain, plain_labels = data.to_tensors(Subset(mnist_test, range(3)))
     torch.testing.assert_close(images, 1.0 - plain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.transforms import functional as tf
 
 import capslib
 from capslib.analysis import equivariance as E
@@ -50,7 +51,6 @@ def test_rotation_matches_rot90_and_torchvision(digits):
     for degrees in (90, -90, 180):
         expected = torch.rot90(digits, k=round(degrees / 90), dims=(-2, -1))  # counter-clockwise as displayed
         torch.testing.assert_close(E.rotate_image(digits, degrees), expected, rtol=0, atol=1e-5)
-    tf = pytest.importorskip("torchvision.transforms.functional")
     for degrees in (10.0, -33.0, 57.5):  # an independent implementation of the same convention
         expected = tf.rotate(digits, degrees, interpolation=tf.InterpolationMode.BILINEAR)
         torch.testing.assert_close(E.rotate_image(digits, degrees), expected, rtol=0, atol=1e-4)
@@ -160,11 +160,9 @@ def test_bad_images_and_models_raise(small_model, digits):
         E.rotate_image(torch.zeros(1, 28, 28, dtype=torch.uint8), 10)
 
 
-def test_shipped_model_reconstruction_follows_a_small_shift():
+def test_shipped_model_reconstruction_follows_a_small_shift(mnist_test_tensors):
     """Notebook 00's claim, on 20 real test digits: the decoded pose moves with a 2-pixel shift."""
-    from capslib.data import mnist, to_tensors
-
-    images, _ = to_tensors(mnist(train=False))
+    images, _ = mnist_test_tensors
     model = capslib.load_pretrained("cpu")
     result = E.measure_equivariance(model, images[:20], "shift", [-2, 2])
     moved = result["reconstruction_motion"].median(dim=1).values  # (2,)

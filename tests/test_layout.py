@@ -76,7 +76,6 @@ def test_rooms_are_the_known_ones_each_with_a_one_line_docstring():
         assert doc and "\n" not in doc.strip(), f"capslib/{name}/__init__.py needs a one-line docstring"
 
 
-@pytest.mark.xfail(strict=True, reason="the reorganisation is under way")
 def test_no_module_imports_a_room_above_its_own():
     wrong = []
     for module, path in modules().items():

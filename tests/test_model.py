@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -428,6 +429,14 @@ def test_seed_everything_repeats_random_streams():
     assert first[2] == second[2]
     seed_everything(124)
     assert not torch.equal(torch.rand(5), first[0])
+
+
+def test_seed_everything_leaves_the_environment_alone(monkeypatch):
+    """PYTHONHASHSEED set from inside a running interpreter changes nothing but what child processes inherit."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    before = dict(os.environ)
+    seed_everything(5)
+    assert dict(os.environ) == before
 
 
 def test_seed_everything_repeats_model_init():

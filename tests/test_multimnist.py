@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from capslib.data import mnist, shift_images, to_tensors
+from capslib.data import shift_images
 from capslib.data.multimnist import (
     CANVAS,
     MAX_SHIFT,
@@ -22,8 +22,8 @@ TEST_SET_CHECKSUM = "2bf8383c18ee63910d82030bdfdcf960d4138a00226b3842ce959ed3db7
 
 
 @pytest.fixture(scope="module")
-def test_digits():
-    return to_tensors(mnist(train=False))  # (10000, 1, 28, 28), (10000,)
+def test_digits(mnist_test_tensors):
+    return mnist_test_tensors  # (10000, 1, 28, 28), (10000,)
 
 
 def placed(digit: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

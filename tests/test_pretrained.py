@@ -116,18 +116,23 @@ def test_evaluate_cli_on_shipped_model(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
-def test_checkpoint_with_the_older_argument_names_loads(tmp_path):
-    """Checkpoints name CapsNet's arguments as they were when saved: primary_types/primary_dim/class_dim."""
+@pytest.mark.parametrize("name", sorted(p.stem for p in pretrained_dir().glob("*.json")))
+def test_every_shipped_model_loads_from_its_card(name):
+    """Every card's model_config names the model's arguments as the code does today (no renaming on load)."""
+    model = capslib.load_pretrained("cpu", name=name)
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_a_checkpoint_naming_arguments_the_model_lacks_is_refused_naming_them(tmp_path):
+    """The arguments' old names (primary_types, class_dim) are unknown now, like any other misspelling."""
     torch.manual_seed(0)
     model = capslib.CapsNet(conv_channels=16, num_types=4, in_dim=6, out_dim=7)
-    old_config = dict(model.config)
-    for old, new in (("primary_types", "num_types"), ("primary_dim", "in_dim"), ("class_dim", "out_dim")):
-        old_config[old] = old_config.pop(new)
-    torch.save({"model": model.state_dict(), "model_config": old_config}, tmp_path / "old.pt")
-    loaded = capslib.load_checkpoint(tmp_path / "old.pt", device="cpu")
-    assert (loaded.primary_caps.num_types, loaded.primary_caps.in_dim, loaded.digit_caps.out_dim) == (4, 6, 7)
-    x = torch.rand(2, 1, 28, 28)
-    torch.testing.assert_close(loaded(x).lengths, model.eval()(x).lengths)
+    config = dict(model.config)
+    config["primary_types"] = config.pop("num_types")
+    config["class_dim"] = config.pop("out_dim")
+    torch.save({"model": model.state_dict(), "model_config": config}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"model_config has \['class_dim', 'primary_types'\], which CapsNet does not"):
+        capslib.load_checkpoint(tmp_path / "old.pt", device="cpu")
 
 
 # --- checkpoint files that are not what capslib expects ---------------------------------------------
@@ -254,18 +259,29 @@ def _fake_evaluation(*args, **kwargs):
     )
 
 
+def _fake_multi_evaluation(*args, **kwargs):
+    from capslib.evaluation.accuracy import MultiEvaluation
+
+    labels = torch.tensor([[0, 1], [2, 3]])
+    return MultiEvaluation(both_right=1.0, at_least_one_right=1.0, total=2, lengths=torch.rand(2, 10), labels=labels)
+
+
 @pytest.fixture
 def fast_cli(monkeypatch, tmp_path):
-    """The CLI with a stand-in for the 10,000-image evaluation, run from an empty working directory."""
-    import capslib.evaluation.accuracy
+    """The CLI with stand-ins for the 10,000-image evaluations, run from an empty working directory."""
+    import capslib.evaluate
     import capslib.pretrained
 
-    monkeypatch.setattr(capslib.evaluation.accuracy, "evaluate", _fake_evaluation)
-    monkeypatch.setattr(capslib.pretrained, "load_pretrained", lambda device=None, name=None: torch.nn.Linear(1, 1))
+    command = sys.modules[capslib.evaluate.main.__module__]  # where the command's code lives
+    monkeypatch.setattr(command, "evaluate", _fake_evaluation)
+    monkeypatch.setattr(command, "evaluate_multimnist", _fake_multi_evaluation, raising=False)
+    shipped = lambda device=None, name=None: torch.nn.Linear(1, 1)  # noqa: E731
+    monkeypatch.setattr(capslib.pretrained, "load_pretrained", shipped)
+    monkeypatch.setattr(command, "load_pretrained", shipped, raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return capslib.evaluation.accuracy.main, work
+    return capslib.evaluate.main, work
 
 
 def test_evaluate_cli_pretrained_writes_into_runs_evaluate_not_the_working_directory(fast_cli):
@@ -295,3 +311,26 @@ def test_evaluate_cli_checkpoint_figure_beside_it_or_in_out(fast_cli, tmp_path):
     main([str(run / "best.pt"), "--device", "cpu", "--out", str(tmp_path / "elsewhere")])
     assert (tmp_path / "elsewhere" / "best_confusion.png").exists()
     assert not any(work.iterdir())
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "multimnist"])
+def test_evaluate_cli_refuses_to_export_the_shipped_model_before_any_work(fast_cli, tmp_path, capsys, dataset):
+    """A card's training facts come from a training checkpoint: 'pretrained' has none. Refused at once,
+    with one line saying so (it was an UnboundLocalError after the whole evaluation for multimnist)."""
+    main, work = fast_cli
+    with pytest.raises(SystemExit) as exited:
+        main(["pretrained", "--device", "cpu", "--dataset", dataset, "--export", str(tmp_path / "export")])
+    assert exited.value.code != 0
+    assert "error: --export needs a training checkpoint (a run's best.pt), not 'pretrained'" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists() and not any(work.iterdir())
+
+
+def test_evaluate_cli_returns_what_it_measured_as_its_annotation_says(fast_cli):
+    import typing
+
+    from capslib.evaluation.accuracy import Evaluation, MultiEvaluation
+
+    main, _ = fast_cli
+    assert set(typing.get_args(typing.get_type_hints(main)["return"])) == {Evaluation, MultiEvaluation}
+    assert isinstance(main(["pretrained", "--device", "cpu", "--dataset", "multimnist"]), MultiEvaluation)
+    assert isinstance(main(["pretrained", "--device", "cpu"]), Evaluation)

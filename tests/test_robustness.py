@@ -7,14 +7,13 @@ import torch
 
 import capslib
 from capslib.baselines import baseline_cnn
-from capslib.data import mnist, to_tensors
 from capslib.data.affine import AffineParameters, affine_transform
 from capslib.evaluation.robustness import robustness_curve
 
 
 @pytest.fixture(scope="module")
-def digits():
-    images, labels = to_tensors(mnist(train=False))
+def digits(mnist_test_tensors):
+    images, labels = mnist_test_tensors
     return images[:300], labels[:300]
 
 

@@ -101,12 +101,11 @@ def test_export_writes_a_card_whose_accuracy_the_loaded_model_reproduces(digits,
     the fixed test pairs, which the shipped model, loaded back, scores again."""
     import capslib.evaluation.accuracy as evaluate
     import capslib.pretrained as pretrained
+    from capslib.evaluation.cli import main
 
     fit(tiny_capsnet(), *digits, config(tmp_path / "run", epochs=1))
     shipped = tmp_path / "pretrained"
-    evaluate.main(
-        [str(tmp_path / "run" / "best.pt"), "--dataset", "multimnist", "--export", str(shipped), "--name", "mm"]
-    )
+    main([str(tmp_path / "run" / "best.pt"), "--dataset", "multimnist", "--export", str(shipped), "--name", "mm"])
     assert "exported" in capsys.readouterr().out
     monkeypatch.setattr(pretrained, "pretrained_dir", lambda: shipped)
     card = pretrained.model_card("mm")

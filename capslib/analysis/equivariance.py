@@ -1,6 +1,6 @@
 """Invariance and equivariance, measured: move a digit and see which features move with it.
 
-Pure tensor work for notebook 00 (nothing is drawn here; :mod:`capslib.plots_why` draws). A
+Pure tensor work for notebook 00 (nothing is drawn here; :mod:`capslib.plots.equivariance` draws). A
 function that runs the model runs it in eval mode without gradients and puts it back in the
 mode it was in; every returned tensor is on the CPU.
 
@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..data.affine import AffineParameters, affine_transform
+from ..data.shift import shift_images
 from ..utils import eval_mode
 
 __all__ = [
@@ -81,7 +83,8 @@ def _whole_pixels(name: str, value, limit: int) -> int:
 
 
 def shift_image(images: torch.Tensor, dx: int = 0, dy: int = 0) -> torch.Tensor:
-    """Shift by whole pixels, ``dx`` to the right and ``dy`` down, zero filled, without wrapping.
+    """Shift by whole pixels, ``dx`` to the right and ``dy`` down, zero filled, without wrapping
+    (:func:`capslib.data.shift.shift_images`, the training augmentation's shift, with one shift for all).
 
     Every pixel value is copied unchanged (no interpolation); the ones pushed over the border
     are lost, the ones uncovered are 0.
@@ -97,23 +100,24 @@ def shift_image(images: torch.Tensor, dx: int = 0, dy: int = 0) -> torch.Tensor:
     height, width = batch.shape[-2:]
     dx = _whole_pixels("dx", dx, width)
     dy = _whole_pixels("dy", dy, height)
-    out = torch.zeros_like(batch)  # (B, C, H, W)
-    rows_to, rows_from = slice(max(dy, 0), height + min(dy, 0)), slice(max(-dy, 0), height + min(-dy, 0))
-    cols_to, cols_from = slice(max(dx, 0), width + min(dx, 0)), slice(max(-dx, 0), width + min(-dx, 0))
-    out[..., rows_to, cols_to] = batch[..., rows_from, cols_from]
+    shifts = torch.tensor([[dy, dx]]).expand(batch.shape[0], 2)  # (B, 2): (down, right)
+    moved = shift_images(batch, shifts, max(abs(dx), abs(dy)))  # (B, C, H, W)
+    # In the input's memory layout: the gather leaves one channel strided as channels-last, on
+    # which a convolution rounds differently, and a shift by 0 must change no feature at all.
+    out = torch.empty_like(batch).copy_(moved)  # (B, C, H, W)
     return out[0] if added else out
 
 
 def rotate_image(images: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate about the image centre by ``degrees``, counter-clockwise as displayed (row 0 on top).
 
-    Bilinear resampling with ``torch.nn.functional.grid_sample`` (zero fill outside the image,
-    ``align_corners=False``: the centre is the middle of the pixel grid, ``((W-1)/2, (H-1)/2)``
-    in pixel indices, as in ``torchvision.transforms.functional.rotate``). The result is clamped
-    to the input's range [0, 1] against float rounding. ``degrees == 0`` returns an exact copy.
+    :func:`capslib.data.affine.affine_transform` with a rotation only: bilinear resampling, zero
+    fill outside the image, the centre in the middle of the pixel grid, ``((W-1)/2, (H-1)/2)`` in
+    pixel indices (as in ``torchvision.transforms.functional.rotate``), clamped to [0, 1] against
+    float rounding. ``degrees == 0`` returns an exact copy.
 
     Args:
-        images: ``(C, H, W)`` or ``(B, C, H, W)``.
+        images: ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1].
         degrees: in ``[-180, 180]``.
 
     Returns:
@@ -123,20 +127,10 @@ def rotate_image(images: torch.Tensor, degrees: float) -> torch.Tensor:
     degrees = float(degrees)
     if not math.isfinite(degrees) or abs(degrees) > MAX_ROTATION:
         raise ValueError(f"degrees must be a finite angle in [-{MAX_ROTATION:g}, {MAX_ROTATION:g}], got {degrees}")
-    if degrees == 0.0:
+    if degrees == 0.0:  # exact, where resampling would round
         out = batch.clone()
     else:
-        height, width = batch.shape[-2:]
-        cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-        # On screen (x right, y DOWN) a counter-clockwise turn maps (x, y) -> (x cos + y sin, -x sin + y cos).
-        # grid_sample needs the inverse map, output pixel -> input pixel, in coordinates normalised to
-        # [-1, 1] per axis; the W/H factors undo that normalisation for non-square images.
-        theta = batch.new_tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]])  # (2, 3)
-        grid = torch.nn.functional.affine_grid(
-            theta.expand(batch.shape[0], 2, 3), list(batch.shape), align_corners=False
-        )  # (B, H, W, 2): where each output pixel reads the input
-        out = torch.nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out.clamp_(0.0, 1.0)  # bilinear weights can overshoot 1 by a rounding error
+        out = affine_transform(batch, AffineParameters.identity(batch.shape[0], rotation=degrees))  # (B, C, H, W)
     return out[0] if added else out
 
 

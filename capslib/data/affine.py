@@ -7,10 +7,10 @@ digits on the fly with :func:`random_affine_parameters` and :func:`affine_transf
 
 The ranges, :data:`AFFNIST_RANGES`, are affNIST's as its page describes them (Tieleman,
 https://www.cs.toronto.edu/~tijmen/affNIST/): rotation within 20 degrees either way, shear within
-0.2 either way, horizontal and vertical scale each in [0.8, 1.2]; these could not be re-read from
-the page on the machine that wrote this, so check them there before quoting them. The
-translation differs: affNIST moves the digit anywhere in a 40x40 image; at 28x28 we translate by
-up to 2 px per axis, so that a digit's 20x20 box scaled by 1.2 (24 px) still fits the frame.
+0.2 either way, horizontal and vertical scale each in [0.8, 1.2]; check them against the page
+before quoting them. The translation differs: affNIST moves the digit anywhere in a 40x40 image;
+at 28x28 we translate by up to 2 px per axis, so that a digit's 20x20 box scaled by 1.2 (24 px)
+still fits the frame.
 Pixels moved outside the frame are lost; uncovered ones are 0.
 
 Conventions (screen coordinates: x to the right, y DOWN, about the image centre): a positive

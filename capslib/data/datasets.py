@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST as torch datasets, found on disk, plus the paper's shift augmentation.
+"""MNIST and Fashion-MNIST as torch datasets, read straight from their IDX gzip files.
 
 Where data is looked for:
 
@@ -7,32 +7,25 @@ Where data is looked for:
 * Fashion-MNIST: ``$CAPSNET_DATA/fashion-mnist/``, the repository's ``data/fashion-mnist/``, then
   Debian's ``/usr/share/datasets/fashion-mnist/`` (package ``dataset-fashion-mnist``).
 
-torchvision reads uncompressed IDX files from ``<root>/MNIST/raw/``; the gzips are unpacked once,
-atomically, into ``<data dir>/cache/`` (git-ignored; ``~/.cache/capslib`` if that is read-only).
-Pass ``root=`` to use your own torchvision root instead, with ``download=True`` if you are online.
-
-The unpacked copy is checked on every load against what was recorded when it was unpacked
-(:data:`UNPACKED_RECORD`, beside ``raw/``: size and SHA-256 of each file, and the SHA-256 of the
-gzip it came from): a missing, truncated or altered file is unpacked again from the gzip, which is
-first checked against ``SHA256SUMS``, with a warning naming what was wrong. Hashing all four files
-is cheap: about 40 ms for MNIST's 55 MB on a 2-core machine, less than torchvision takes to read
-them, so the full SHA-256 is checked every time, not only the size.
+Each load reads the split's two gzips into memory, checks them against ``SHA256SUMS`` where the
+folder has one (Debian's copy has none: its package manager checks it), and unpacks them into
+one uint8 tensor of images and one of labels. Nothing is written to disk, so a read-only data
+folder works and there is no unpacked copy to go stale. Pass ``root=`` to use your own
+torchvision root instead, with ``download=True`` if you are online (torchvision is imported only then).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import shutil
-import tempfile
-import warnings
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..utils import DATA_ENV, atomic_write, data_dir
+from ..utils import DATA_ENV, data_dir
 from .affine import AFFNIST_RANGES, AffineParameters, AffineRanges, affine_transform, random_affine_parameters
 
 __all__ = [
@@ -40,13 +33,12 @@ __all__ = [
     "DATASETS",
     "DataNotFoundError",
     "CorruptDataError",
-    "UNPACKED_RECORD",
+    "IDXDataset",
+    "FASHION_MNIST_CLASSES",
     "data_dir",
     "load_dataset",
     "mnist",
     "fashion_mnist",
-    "random_shift",
-    "shift_images",
     "affine_mnist",
     "AFFINE_SEED",
     "split_train_val",
@@ -59,8 +51,6 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-UNPACKED_RECORD = "unpacked.json"
-"""File beside each cache's ``raw/`` folder recording the size and SHA-256 of every file unpacked there."""
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -74,6 +64,8 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+IDX_UBYTE = 0x08
+"""The IDX type code of unsigned bytes, the only one MNIST's files use."""
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -81,28 +73,42 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class CorruptDataError(ValueError):
-    """A dataset file does not match its recorded checksum."""
+    """A dataset file does not match its recorded checksum, or is not a readable IDX gzip."""
 
 
-def _cache_dir() -> Path:
-    cache = data_dir() / "cache"
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=cache, delete=True)
-        probe.close()
-        return cache
-    except OSError:
-        fallback = Path.home() / ".cache" / "capslib"
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
+class IDXDataset(Dataset):
+    """Images and labels held whole in memory; items are ``(image (1, H, W) float in [0, 1], label int)``.
 
+    Attributes:
+        data: ``(N, H, W)`` uint8 pixels, as in the IDX file.
+        targets: ``(N,)`` int64 labels.
+        transform: applied to each item's float image ``(1, H, W)``; None keeps it as it is.
+        classes: the class names, ``classes[label]``.
+    """
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    def __init__(
+        self,
+        data: torch.Tensor,
+        targets: torch.Tensor,
+        transform: Callable | None = None,
+        classes: tuple[str, ...] = (),
+    ):
+        if data.dtype != torch.uint8 or data.dim() != 3 or targets.shape != (len(data),):
+            raise ValueError(
+                f"expected uint8 images (N, H, W) and labels (N,), got {data.dtype} {tuple(data.shape)} "
+                f"and {tuple(targets.shape)}"
+            )
+        self.data, self.targets = data, targets.long()
+        self.transform, self.classes = transform, tuple(classes)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.data[index].unsqueeze(0).float().div_(255.0)  # (1, H, W)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
 
 
 def _listed_sums(source: Path) -> dict[str, str]:
@@ -118,90 +124,46 @@ def _listed_sums(source: Path) -> dict[str, str]:
     return sums
 
 
-def _verify_checksums(source: Path) -> None:
-    for name, expected in _listed_sums(source).items():
-        actual = _sha256(source / name)
-        if actual != expected:
-            raise CorruptDataError(
-                f"{source / name} is corrupt: its SHA-256 is {actual}, SHA256SUMS expects {expected}. "
-                "Restore it (git checkout -- data/ in the repository) or point CAPSNET_DATA at a good copy."
-            )
-
-
-def _read_record(path: Path) -> dict[str, dict]:
-    """The ``files`` entries of an :data:`UNPACKED_RECORD`; empty if it is missing or unreadable."""
-    try:
-        files = json.loads(path.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    return files if isinstance(files, dict) else {}
-
-
-def _cache_fault(path: Path, entry: dict | None, source_sum: str | None) -> tuple[bool, str] | None:
-    """Why ``path`` must be unpacked again, as ``(corrupt, reason)``, or None if it matches ``entry``."""
-    if not path.exists():
-        return False, "missing"
-    if not isinstance(entry, dict):
-        return False, "unpacked by an older capslib, without a record"
-    if source_sum is not None and entry.get("source_sha256") != source_sum:
-        return False, "unpacked from another version of the gzip"
-    size = path.stat().st_size
-    if size != entry.get("size"):
-        return True, f"it has {size} bytes, expected {entry.get('size')}"
-    digest = _sha256(path)
-    if digest != entry.get("sha256"):
-        return True, f"its SHA-256 is {digest}, not the {entry.get('sha256')} recorded when it was unpacked"
-    return None
-
-
-def _unpack(source: Path, raw_dir: Path) -> None:
-    """Make ``raw_dir/<name>`` an exact copy of ``source/<name>.gz`` unpacked, for every IDX file.
-
-    Each file is checked against :data:`UNPACKED_RECORD` (size, then SHA-256); one that is missing,
-    unrecorded or differs is unpacked again from its gzip, verified first against ``SHA256SUMS``,
-    written then renamed; the record is rewritten the same way. A file that was recorded and has
-    changed since (truncated, bit-flipped) gets a warning: the disk or something on it damaged it.
+def _read_idx(path: Path, sha256: str | None, ndim: int) -> torch.Tensor:
+    """The uint8 array of the IDX gzip at ``path``, ``ndim`` axes (3: images, 1: labels).
 
     Raises:
-        CorruptDataError: when the gzip itself does not match ``SHA256SUMS``.
+        CorruptDataError: when the file does not match ``sha256``, is not a gzip, or its IDX
+            header does not describe its contents.
     """
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    record_path = raw_dir.parent / UNPACKED_RECORD
-    files = _read_record(record_path)
-    listed = _listed_sums(source)
-    faults = {}
-    for name in IDX_FILES:
-        fault = _cache_fault(raw_dir / name, files.get(name), listed.get(f"{name}.gz"))
-        if fault is not None:
-            faults[name] = fault
-    if not faults:
-        return
-    for name, (corrupt, reason) in faults.items():
-        if corrupt:
-            warnings.warn(
-                f"the cached copy {raw_dir / name} is corrupt ({reason}); it is unpacked again from "
-                f"{source / name}.gz. If this recurs, check the disk holding {raw_dir}",
-                UserWarning,
-                stacklevel=3,
-            )
-    _verify_checksums(source)
-    for name in faults:
+    packed = path.read_bytes()
+    if sha256 is not None and (actual := hashlib.sha256(packed).hexdigest()) != sha256:
+        raise CorruptDataError(
+            f"{path} is corrupt: its SHA-256 is {actual}, SHA256SUMS expects {sha256}. "
+            "Restore it (git checkout -- data/ in the repository) or point CAPSNET_DATA at a good copy."
+        )
+    try:
+        raw = gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as err:
+        raise CorruptDataError(f"{path} is not a readable gzip ({err}); replace it with a good copy") from None
+    header = 4 + 4 * ndim
+    # IDX: two zero bytes, the type code, the number of axes, then each axis' size as a big-endian int32.
+    shape = [int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim)]
+    size = header + (torch.Size(shape).numel() if len(raw) >= header else 0)
+    if raw[:4] != bytes([0, 0, IDX_UBYTE, ndim]) or len(raw) != size:
+        raise CorruptDataError(
+            f"{path} is not an IDX file of {ndim}-axis unsigned bytes: header {raw[:4].hex()} {shape}, "
+            f"{len(raw)} bytes unpacked (expected 0000080{ndim} and {size} bytes); replace it with a good copy"
+        )
+    # bytearray: a writable buffer for the tensor to own (bytes are read-only); one copy.
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(shape)
 
-        def gunzip(tmp: str, name: str = name) -> None:
-            with open(tmp, "wb") as out, gzip.open(source / f"{name}.gz", "rb") as src:
-                shutil.copyfileobj(src, out)
 
-        path = atomic_write(raw_dir / name, gunzip, suffix=".part")
-        files[name] = {
-            "size": path.stat().st_size,
-            "sha256": _sha256(path),
-            "source_sha256": listed.get(f"{name}.gz"),
-        }
-
-    def write_record(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
-
-    atomic_write(record_path, write_record)
+def _read_split(source: Path, train: bool, classes: tuple[str, ...], transform) -> IDXDataset:
+    prefix = "train" if train else "t10k"
+    sums = _listed_sums(source)
+    images, labels = (
+        _read_idx(source / f"{name}.gz", sums.get(f"{name}.gz"), ndim)
+        for name, ndim in ((f"{prefix}-images-idx3-ubyte", 3), (f"{prefix}-labels-idx1-ubyte", 1))
+    )
+    if len(images) != len(labels):
+        raise CorruptDataError(f"{source} holds {len(images)} {prefix} images but {len(labels)} labels")
+    return IDXDataset(images, labels, transform=transform, classes=classes)
 
 
 def _find_source(candidates: list[Path], what: str) -> Path:
@@ -218,63 +180,47 @@ def _find_source(candidates: list[Path], what: str) -> Path:
     )
 
 
-def _default_transform():
-    from torchvision import transforms
+def _torchvision(kind: str, root: str | Path, train: bool, download: bool, transform) -> Dataset:
+    """torchvision's ``MNIST``/``FashionMNIST`` under a user's own ``root`` (PIL images, so ``ToTensor`` by default)."""
+    from torchvision import datasets, transforms
 
-    return transforms.ToTensor()  # uint8 (H, W) -> float (1, H, W) in [0, 1]
+    transform = transform if transform is not None else transforms.ToTensor()  # (1, H, W) in [0, 1]
+    try:
+        return getattr(datasets, kind)(str(root), train=train, download=download, transform=transform)
+    except RuntimeError as err:
+        raw = Path(root) / kind / "raw"
+        raise DataNotFoundError(f"{kind} not found under {raw} ({err}); pass download=True if online") from err
 
 
 def mnist(train: bool = True, root: str | Path | None = None, download: bool = False, transform=None) -> Dataset:
-    """MNIST as a ``torchvision.datasets.MNIST`` (60,000 train / 10,000 test images).
+    """MNIST (60,000 train / 10,000 test images) as an :class:`IDXDataset`.
 
     Args:
         train: the training set (True) or the test set.
-        root: a torchvision root holding ``MNIST/raw/``; None uses the bundled copy.
+        root: a torchvision root holding ``MNIST/raw/``; None reads the bundled copy.
         download: let torchvision download into ``root`` (needs internet; only with ``root``).
-        transform: applied to each PIL image; default ``ToTensor()`` -> ``(1, 28, 28)`` in [0, 1].
-            No augmentation here: the training loop shifts training batches itself.
+        transform: applied to each item's image, a float ``(1, 28, 28)`` in [0, 1] (with ``root``:
+            torchvision's PIL image, default ``ToTensor()``). No augmentation by default: the
+            training loop shifts training batches itself.
 
     Raises:
         DataNotFoundError, CorruptDataError: with where it looked and what to do.
     """
-    from torchvision import datasets
-
-    transform = transform if transform is not None else _default_transform()
-    cached = root is None
-    if cached:
-        source = _find_source([data_dir() / "mnist"], "MNIST")
-        root = _cache_dir()
-        _unpack(source, Path(root) / "MNIST" / "raw")
-    try:
-        return datasets.MNIST(str(root), train=train, download=download, transform=transform)
-    except RuntimeError as err:
-        raise _unreadable("MNIST", Path(root) / "MNIST" / "raw", cached, err) from err
+    if root is not None:
+        return _torchvision("MNIST", root, train, download, transform)
+    source = _find_source([data_dir() / "mnist"], "MNIST")
+    return _read_split(source, train, tuple(str(k) for k in range(10)), transform)
 
 
 def fashion_mnist(
     train: bool = True, root: str | Path | None = None, download: bool = False, transform=None
 ) -> Dataset:
-    """Fashion-MNIST as a ``torchvision.datasets.FashionMNIST``; same arguments as :func:`mnist`."""
-    from torchvision import datasets
-
-    transform = transform if transform is not None else _default_transform()
-    cached = root is None
-    if cached:
-        candidates = [data_dir() / "fashion-mnist", DEBIAN_FASHION_MNIST]
-        source = _find_source(candidates, "Fashion-MNIST (Debian package dataset-fashion-mnist)")
-        root = _cache_dir()
-        _unpack(source, Path(root) / "FashionMNIST" / "raw")
-    try:
-        return datasets.FashionMNIST(str(root), train=train, download=download, transform=transform)
-    except RuntimeError as err:
-        raise _unreadable("Fashion-MNIST", Path(root) / "FashionMNIST" / "raw", cached, err) from err
-
-
-def _unreadable(what: str, raw: Path, cached: bool, err: Exception) -> DataNotFoundError:
-    """torchvision could not read ``raw``: what to do depends on who filled it."""
-    if cached:  # capslib unpacked and verified it just now, so something changed it since
-        return DataNotFoundError(f"the unpacked {what} in {raw} could not be read ({err}); delete {raw} and retry")
-    return DataNotFoundError(f"{what} not found under {raw} ({err}); pass download=True if online")
+    """Fashion-MNIST as an :class:`IDXDataset`; same arguments as :func:`mnist`."""
+    if root is not None:
+        return _torchvision("FashionMNIST", root, train, download, transform)
+    candidates = [data_dir() / "fashion-mnist", DEBIAN_FASHION_MNIST]
+    source = _find_source(candidates, "Fashion-MNIST (Debian package dataset-fashion-mnist)")
+    return _read_split(source, train, FASHION_MNIST_CLASSES, transform)
 
 
 DATASETS = {"mnist": mnist, "fashion-mnist": fashion_mnist}
@@ -299,9 +245,10 @@ def split_train_val(dataset: Dataset, val_size: int = 5000) -> tuple[Subset, Sub
 def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """All of a dataset as ``(images (N, C, H, W) float in [0, 1], labels (N,) int64)``.
 
-    Fast for torchvision's MNIST family (and ``Subset`` s of them) with the default ``ToTensor``
-    transform, which keep every image in a uint8 tensor ``.data``; any other dataset, or one with
-    another transform, is read item by item (so its transform is applied).
+    Fast for an :class:`IDXDataset` without a transform, torchvision's MNIST family with the
+    default ``ToTensor``, and ``Subset`` s of them: all keep every image in a uint8 tensor
+    ``.data``. Any other dataset, or one with another transform, is read item by item (so its
+    transform is applied).
     """
     indices = None
     base = dataset
@@ -332,62 +279,6 @@ def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images.float(), labels
 
 
-def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Shift each image by its own whole number of pixels, zero filled, nothing wrapping round.
-
-    Args:
-        images: ``(B, C, H, W)`` on any device.
-        shifts: ``(B, 2)`` integer ``(dy, dx)`` per image (down, right), each in ``[-max_shift, max_shift]``.
-        max_shift: the largest ``|shift|`` allowed (the padding used).
-
-    Returns:
-        ``(B, C, H, W)`` shifted copy.
-    """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
-    batch, channels, height, width = images.shape
-    if tuple(shifts.shape) != (batch, 2) or shifts.is_floating_point():
-        raise ValueError(
-            f"shifts must be integer (B, 2) = ({batch}, 2) (dy, dx) per image, got {tuple(shifts.shape)} {shifts.dtype}"
-        )
-    if max_shift < 0 or (batch and int(shifts.abs().max()) > max_shift):
-        raise ValueError(
-            f"every shift must lie in [-{max_shift}, {max_shift}] pixels, got up to {int(shifts.abs().max())}"
-        )
-    shifts = shifts.to(images.device).T  # (2, B): dy, dx
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (B, C, H + 2m, W + 2m)
-    rows = torch.arange(height, device=images.device) + max_shift - shifts[0].unsqueeze(1)  # (B, H)
-    cols = torch.arange(width, device=images.device) + max_shift - shifts[1].unsqueeze(1)  # (B, W)
-    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1)  # (B, 1, 1)
-    # Advanced indexing puts the broadcast (B, H, W) axes first, then the sliced C axis.
-    out = padded[batch_index, :, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
-
-
-def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The paper's augmentation: shift each image by up to ``max_shift`` pixels, zero padded.
-
-    Every image gets its own integer shift ``(dy, dx)`` drawn uniformly from
-    ``[-max_shift, max_shift]``. For TRAINING batches only; test images are never shifted.
-
-    Args:
-        images: ``(B, C, H, W)`` on any device.
-        max_shift: largest shift in pixels (2).
-        generator: optional CPU ``torch.Generator`` for reproducible shifts.
-
-    Returns:
-        ``(B, C, H, W)`` shifted copy.
-    """
-    if images.dim() != 4:
-        raise ValueError(f"random_shift expects (B, C, H, W), got {tuple(images.shape)}")
-    if max_shift < 0:
-        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
-    if max_shift == 0:
-        return images.clone()
-    shifts = torch.randint(-max_shift, max_shift + 1, (2, images.shape[0]), generator=generator)  # (2, B)
-    return shift_images(images, shifts.T, max_shift)
-
-
 AFFINE_SEED = 0
 """The seed of the fixed affine test set: every machine draws the same transformations."""
 
@@ -398,12 +289,12 @@ def affine_mnist(
     """An affNIST-style test set: each of the 10,000 MNIST test digits under its own random affine
     transformation, drawn within ``ranges`` from a CPU generator seeded with ``seed``.
 
-    Fixed and seeded (the same transformations on every machine), made on the fly in about a
-    second; see :mod:`capslib.affine` for the ranges, their source and the conventions.
+    Fixed and seeded (the same transformations on every machine), made on the fly; see
+    :mod:`capslib.data.affine` for the ranges, their source and the conventions.
 
     Returns:
         ``(dataset, parameters)``: a ``TensorDataset`` of ``(image (1, 28, 28), label)`` and the
-        :class:`capslib.affine.AffineParameters` applied to each image, in test-set order.
+        :class:`capslib.data.affine.AffineParameters` applied to each image, in test-set order.
     """
     images, labels = to_tensors(mnist(train=False, root=root))  # (10000, 1, 28, 28), (10000,)
     params = random_affine_parameters(len(images), ranges, torch.Generator().manual_seed(seed))

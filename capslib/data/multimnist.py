@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..functional import correct_predictions
-from .datasets import shift_images
+from .shift import shift_images
 
 __all__ = [
     "CANVAS",

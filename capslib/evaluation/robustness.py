@@ -1,7 +1,7 @@
 """Accuracy under one affine transformation at a time: the curves of affine robustness.
 
 ``robustness_curve(model, images, labels, "rotation", range(-60, 61, 10))`` transforms every image
-by the same amount (:func:`capslib.affine.affine_transform`) for each amount and returns the
+by the same amount (:func:`capslib.data.affine.affine_transform`) for each amount and returns the
 accuracy at each, so a CapsNet and a CNN can be compared transformation by transformation, beside
 their accuracy on the mixed affNIST-style set (:func:`capslib.data.affine_mnist`).
 
@@ -33,8 +33,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.affine import AffineParameters, affine_transform
-from ..functional import check_image_range, check_label_range, class_scores
-from ..utils import eval_mode
+from ..data.datasets import affine_mnist, mnist, to_tensors
+from ..functional import check_image_range, check_label_range
+from ..pretrained import load_pretrained
+from ..utils import get_device, hardware_name, write_json_atomic
+from .accuracy import evaluate
+from .predict import predict
 
 __all__ = [
     "PARTS",
@@ -90,18 +94,12 @@ def robustness_curve(
         raise ValueError(f"{part} amounts must be a non-empty list within [{low}, {high}], got {amounts}")
     check_image_range(images, name="images")
     check_label_range(labels, getattr(model, "num_classes", 10), name="labels")
-    device = next(model.parameters()).device
     accuracies = []
-    with eval_mode(model), torch.no_grad():
-        for amount in tqdm(amounts, desc=part, disable=not progress, leave=False):
-            values = {"scale_x": amount, "scale_y": amount} if part == "scale" else {part: amount}
-            correct = 0
-            for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size]  # (b, C, H, W)
-                moved = affine_transform(x, AffineParameters.identity(len(x), **values))  # (b, C, H, W)
-                scores = class_scores(model(moved.to(device)))  # (b, N_out)
-                correct += int((scores.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
-            accuracies.append(correct / len(images))
+    for amount in tqdm(amounts, desc=part, disable=not progress, leave=False):
+        values = {"scale_x": amount, "scale_y": amount} if part == "scale" else {part: amount}
+        moved = affine_transform(images, AffineParameters.identity(len(images), **values))  # (N, C, H, W)
+        predicted = predict(model, moved, batch_size).argmax(dim=1)  # (N,)
+        accuracies.append(float((predicted == labels.cpu()).double().mean()))
     return torch.tensor(accuracies, dtype=torch.float64)
 
 
@@ -174,9 +172,6 @@ def compare_models(
         "clean_errors", "affine_accuracy", "affine_errors", "curves": {part: [accuracy, ...]},
         "parameters"}}}``.
     """
-    from ..data.datasets import affine_mnist, mnist, to_tensors  # data imports torchvision: only when measuring
-    from .accuracy import evaluate
-
     for part in curves:
         if part not in PARTS:
             raise ValueError(f"curve parts must be among {PARTS}, got {part!r}")
@@ -246,9 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ..pretrained import load_pretrained
-    from ..utils import atomic_write, get_device, hardware_name
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -261,9 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["hardware"] = hardware_name(device)
     result["torch_version"] = torch.__version__
     result["command"] = shlex.join(["python", "-m", "capslib.robustness", *argv])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    out = write_json_atomic(result, args.out)
     for name, measured in result["models"].items():
         print(
             f"{name}: clean {100 * measured['clean_accuracy']:.2f}% ({measured['clean_errors']} errors), "

@@ -5,7 +5,7 @@ affine test set (:func:`capslib.data.affine_mnist`).
 
     python -m capslib.ablation --out results/ablation --checkpoints runs/ablation --epochs 3 --seeds 0 1 2
 
-Every run is selected on validation only: :func:`capslib.train.fit` keeps the epoch with the best
+Every run is selected on validation only: :func:`capslib.training.loop.fit` keeps the epoch with the best
 validation accuracy in ``best.pt`` (ties: the earlier epoch, since only a strictly better one
 replaces it), and that checkpoint is the one tested. Each finished run writes
 ``<out>/runs/<variant>_seed<k>.json`` (its raw result) and is skipped when the command runs again;
@@ -30,7 +30,7 @@ from ..data.datasets import affine_mnist, load_dataset
 from ..evaluation.accuracy import evaluate
 from ..pretrained import load_checkpoint
 from ..training.loop import TrainConfig, fit
-from ..utils import atomic_write, hardware_name
+from ..utils import atomic_write, hardware_name, write_json_atomic
 from .table1 import PAPER_TEST_ERROR, VARIANTS, Variant
 
 __all__ = ["Variant", "VARIANTS", "PAPER_TEST_ERROR", "run_variant", "load_results", "summarize", "main"]
@@ -86,9 +86,7 @@ def run_variant(
         "hardware": hardware_name(next(model.parameters()).device),
         "torch": torch.__version__,
     }
-    path = out / "runs" / f"{variant.name}_seed{seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    write_json_atomic(result, out / "runs" / f"{variant.name}_seed{seed}.json")
     return result
 
 
@@ -222,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
     rows = summarize(load_results(out))
     command = shlex.join(["python", "-m", "capslib.ablation", *argv])
-    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
+    write_json_atomic(rows, out / "summary.json")
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(summary_markdown(rows, command)))
     print(summary_markdown(rows, command))
     return rows

@@ -1,0 +1,175 @@
+"""Model cards: a trained model exported as a half-precision state dict beside a card that says
+how it was trained and what THAT HALF-PRECISION FILE measures on the test set.
+
+    python -m capslib.evaluate runs/capsnet/best.pt --export data/pretrained
+    python -m capslib.evaluate runs/mm/best.pt --dataset multimnist --export data/pretrained --name capsnet_multimnist
+
+The card's training facts (history, config, the selected epoch) come from the training checkpoint
+itself, so a card can only be made from one, never from a shipped model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+
+from ..pretrained import load_checkpoint, read_torch_file, save_pretrained
+from ..utils import hardware_name
+from .accuracy import TEST_SLICE, evaluate, evaluate_multimnist
+
+__all__ = ["git_commit", "describe", "provenance", "export_mnist", "export_multimnist"]
+
+
+def git_commit() -> str:
+    """The short hash of the repository's HEAD, or ``"unknown"`` outside a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def describe(model: torch.nn.Module) -> str:
+    """A model card's one-line description of ``model``."""
+    config = getattr(model, "config", {})
+    if "model" in config:  # a capslib.baselines CNN
+        parameters = sum(p.numel() for p in model.parameters())
+        return (
+            f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
+            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
+        )
+    decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
+    return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, trained on MNIST"
+
+
+def provenance(device: torch.device, config: dict, commit: str | None = None) -> dict:
+    """The card entries every shipped model has: where and how it was made, and in what precision."""
+    return {
+        "hardware": hardware_name(device),
+        "torch_version": str(torch.__version__),
+        "seed": config.get("seed"),
+        "train_config": config,
+        "commit": commit or git_commit(),
+        "dtype": "float16 state dict (loaded as float32)",
+    }
+
+
+def _half(checkpoint: Path, device: torch.device) -> tuple[dict, torch.nn.Module]:
+    """The training checkpoint's contents, and its model with the weights as shipped: fp16, computing in fp32."""
+    contents = read_torch_file(checkpoint, "a capslib training checkpoint")
+    return contents, load_checkpoint(checkpoint, device).half().float()
+
+
+def export_mnist(
+    checkpoint: str | Path,
+    directory: str | Path,
+    name: str,
+    device: torch.device,
+    batch_size: int = 500,
+    commit: str | None = None,
+    fp32_errors: int | None = None,
+) -> tuple[Path, dict]:
+    """Write the checkpoint's model in half precision and its card, scored on the MNIST test set.
+
+    Args:
+        checkpoint: a training checkpoint (``best.pt``), or its run folder.
+        fp32_errors: the test errors of the full-precision model, recorded beside the fp16 ones.
+
+    Returns:
+        ``(path of the weights file, card)``.
+    """
+    checkpoint = _checkpoint_file(checkpoint)
+    contents, half = _half(checkpoint, device)
+    full = evaluate(half, device=device, batch_size=batch_size, progress=False)
+    sliced = evaluate(half, device=device, batch_size=batch_size, limit=TEST_SLICE, progress=False)
+    history = contents.get("history", [])
+    config = contents.get("config", {})
+    val_size = config.get("val_size", 5000)
+    card = {
+        "name": name,
+        "description": describe(half),
+        "data": f"MNIST training images 0-{60000 - val_size - 1} (the last {val_size} validate), "
+        f"shift augmentation +-{config.get('max_shift')} px",
+        "selected_epoch": contents.get("best_epoch"),
+        "selected_by": f"validation accuracy on the last {val_size} training images (never the test set)",
+        "val_accuracy": contents.get("best_val_accuracy"),
+        "epochs_trained": len(history),
+        "train_seconds": round(contents.get("elapsed_seconds", 0.0), 1),
+        **provenance(device, config, commit),
+        "test_accuracy": full.accuracy,
+        "test_errors": full.errors,
+        "test_images": full.total,
+        "test_slice_images": TEST_SLICE,
+        "test_slice_errors": sliced.errors,
+        "fp32_test_errors": fp32_errors,
+        "measured_by": "python -m capslib.evaluate <checkpoint> --export data/pretrained",
+    }
+    return save_pretrained(half, directory, card, name=name), card
+
+
+def export_multimnist(
+    checkpoint: str | Path,
+    directory: str | Path,
+    name: str,
+    device: torch.device,
+    batch_size: int = 500,
+    commit: str | None = None,
+    fp32_both_right: float | None = None,
+) -> tuple[Path, dict]:
+    """Write the checkpoint's MultiMNIST model in half precision and its card, scored (both digits
+    right) on the fixed test pairs; arguments as :func:`export_mnist`.
+
+    Returns:
+        ``(path of the weights file, card)``.
+    """
+    checkpoint = _checkpoint_file(checkpoint)
+    contents, half = _half(checkpoint, device)
+    scored = evaluate_multimnist(half, batch_size=batch_size, progress=False)
+    config = contents.get("config", {})
+    train_digits = (config.get("train_limit") or 60000) - config.get("val_size", 5000)
+    selected = contents.get("best_epoch")
+    history = contents.get("history", [])
+    card = {
+        "name": name,
+        "description": f"CapsNet (Sabour et al. 2017) at 36x36, {half.routing_iterations} routing iterations, "
+        f"{'with' if half.decoder is not None else 'without'} decoder, trained on MultiMNIST pairs",
+        "data": f"MultiMNIST pairs made on the fly from MNIST training digits 0-{train_digits - 1} (each digit "
+        f"first once per epoch, a partner of another class, shifts up to 4 px); validation: fixed pairs of the "
+        f"last {config.get('val_size', 5000)} training digits; test: capslib.data.multimnist.multimnist_test_set",
+        "selected_epoch": selected,
+        "selected_by": "both-right accuracy on the fixed validation pairs (never the test set)",
+        "val_accuracy": contents.get("best_val_accuracy"),
+        "epochs_trained": len(history),
+        # Histories without "train_examples": every digit came first once per epoch.
+        "pairs_seen": sum(r.get("train_examples", train_digits) for r in history[: selected or 0]),
+        "pairs_seen_note": "training pairs seen by the selected checkpoint; the paper trained on 60M pairs",
+        # Wall time of the run up to the selected epoch (histories without "elapsed_seconds": the
+        # sum of epoch times, which misses the part of a resumed epoch done before the resume).
+        "train_seconds": round(
+            history[selected - 1].get("elapsed_seconds") or sum(r.get("epoch_seconds", 0.0) for r in history[:selected])
+            if selected
+            else 0.0,
+            1,
+        ),
+        **provenance(device, config, commit),
+        "test_both_right": scored.both_right,
+        "test_errors": round((1 - scored.both_right) * scored.total),
+        "test_at_least_one_right": scored.at_least_one_right,
+        "test_pairs": scored.total,
+        "fp32_test_both_right": fp32_both_right,
+        "measured_by": "python -m capslib.evaluate <checkpoint> --dataset multimnist --export data/pretrained "
+        "--name capsnet_multimnist",
+    }
+    return save_pretrained(half, directory, card, name=name), card
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path

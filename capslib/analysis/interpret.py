@@ -1,8 +1,8 @@
 """Looking inside a trained CapsNet: coupling maps, receptive fields, capsule dimensions, as tensors.
 
 Pure tensor work for notebooks 06-07: every function returns tensors (or a dict of them) on the
-CPU and draws nothing; :mod:`capslib.plots.coupling` and :mod:`capslib.plots.dimensions` draw them. A function that runs the model
-runs it in eval mode without gradients and puts it back in the mode it was in.
+CPU and draws nothing (:mod:`capslib.plots.coupling` and :mod:`capslib.plots.dimensions` draw
+them). A function that runs the model runs it in eval mode without gradients and puts it back in the mode it was in.
 :func:`coupling_maps` can also route with the agreement scaled (``agreement_scale`` of
 :func:`capslib.dynamic_routing`): an exploration, not the paper's algorithm.
 

@@ -63,6 +63,12 @@ def seeded_capsnet(seed: int = 0, **kwargs):
 
 
 @pytest.fixture(scope="session")
+def make_capsnet():
+    """:func:`seeded_capsnet` for a test that needs a model of its own (one it trains or changes)."""
+    return seeded_capsnet
+
+
+@pytest.fixture(scope="session")
 def capsnet():
     """The paper's CapsNet with seed-0 random weights, in eval mode, shared by the session: do not train it."""
     return seeded_capsnet(0)

@@ -19,7 +19,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import seeded_capsnet  # noqa: E402
 
 import capslib  # noqa: E402
 from capslib import plots  # noqa: E402
@@ -295,10 +294,10 @@ def test_reconstruction_from_pose_draws_the_decoded_poses(capsnet, images):
         plots.plot_reconstruction_from_pose(capsnet, pose, class_index=2, offsets=[0.1] * 3)
 
 
-def test_interpret_returns_tensors_and_restores_the_model(images):
+def test_interpret_returns_tensors_and_restores_the_model(images, make_capsnet):
     """The analysis functions draw nothing, return the documented shapes, and put back the model's
     training mode and routing iterations."""
-    model = seeded_capsnet(0)  # its own: the test switches it to training mode
+    model = make_capsnet(0)  # its own: the test switches it to training mode
     assert not [name for name in interpret.__all__ if name.startswith("plot_")]
     model.train()
     maps = interpret.coupling_maps(model, images[0], iterations=2)

@@ -6,6 +6,8 @@ runs them. A small example suite is run with this repository's ``tests/conftest.
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,13 @@ def test_naming_an_opt_in_marker_or_all_runs_it(example, args, runs):
     passed, skipped = run(example, *args)
     assert passed == runs
     assert all("opt-in" in reason for reason in skipped.values())  # only the ones not asked for
+
+
+def test_the_readmes_opt_in_command_runs_every_opt_in_test_and_only_those(example):
+    text = (ROOT / "README.md").read_text()
+    command = re.search(r'`\.venv/bin/python -m pytest (-m "[^"`]+")`', text).group(1)
+    passed, skipped = run(example, *shlex.split(command))
+    assert passed == {"test_notebook", "test_browser", "test_slow"} and not skipped
 
 
 def test_every_browser_folder_module_carries_the_browser_marker():

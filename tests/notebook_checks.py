@@ -2,7 +2,10 @@
 
 A notebook executes once per test session: under nbclient (``tests/test_notebooks.py``), or, when
 the session drives its sliders in a browser, in JupyterLab (``tests/browser/test_widgets_in_jupyterlab.py``),
-which then applies these checks to its own run. Both append :data:`CHECK_CELL` to the notebook.
+which then applies these checks to its own run. Both append :data:`CHECK_CELL` to the notebook and
+fail on any error output of a cell, and on errors that ipywidgets keeps in Output widgets: nbclient
+reads those from the widget state it saved, JupyterLab shows them in the widget output areas,
+which the browser test searches.
 """
 
 from __future__ import annotations

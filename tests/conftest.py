@@ -1,26 +1,40 @@
-"""Fixtures shared by the test modules, and the default that skips the slow tests."""
+"""Fixtures shared by the test modules, and the default run that leaves out the opt-in tests."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-SLOW_SKIP_REASON = "slow: run them with -m slow or --slow (.ci/run does)"
+# Markers of the opt-in tests: the default run (the README's test command) skips them, so that it
+# stays the library tests only. `-m` naming a marker, or --all, runs them; .ci/run runs them all.
+OPT_IN = ("notebooks", "browser", "slow")
+OPT_IN_EXPRESSION = " or ".join(OPT_IN)  # the README's line and .ci/run: pytest -m "notebooks or browser or slow"
+OPT_IN_SKIP_REASON = '{marker}: opt-in, run with -m "{expression}" or --all (.ci/run does)'
 
 
 def pytest_addoption(parser):
-    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (.ci/run runs them)")
+    parser.addoption(
+        "--all", action="store_true", help=f"also run the opt-in tests ({', '.join(OPT_IN)}), as .ci/run does"
+    )
+
+
+def opted_in(markexpr: str, run_all: bool) -> set[str]:
+    """The opt-in markers this run asked for: every one under ``--all``, else those the ``-m``
+    expression names (``-m "not slow"`` names slow too: then ``-m`` alone decides, as it says)."""
+    if run_all:
+        return set(OPT_IN)
+    return set(OPT_IN) & set(re.findall(r"\w+", markexpr or ""))
 
 
 def pytest_collection_modifyitems(config, items):
-    """The README's test command stays well under 15 minutes on 2 cores: tests marked ``slow`` (full
-    test-set evaluations, torch.compile, benchmarks, a real kill of torchrun) are skipped, with a
-    reason that says how to run them, unless ``--slow`` is given or ``-m`` names them."""
-    if config.getoption("--slow") or "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason=SLOW_SKIP_REASON)
+    """Skip the opt-in tests the run did not ask for, with a reason that says how to run them."""
+    wanted = opted_in(config.getoption("markexpr"), config.getoption("--all"))
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        marker = next((m for m in OPT_IN if m not in wanted and item.get_closest_marker(m)), None)
+        if marker is not None:
+            reason = OPT_IN_SKIP_REASON.format(marker=marker, expression=OPT_IN_EXPRESSION)
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

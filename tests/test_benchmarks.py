@@ -96,6 +96,7 @@ def test_perf_quick_prints_every_section(capsys):
     assert "forward + backward" in printed and "plain/capslib" in printed
 
 
+@pytest.mark.slow  # bf16 training steps of two full-size models on the CPU
 def test_amp_cpu_prints_both_sizes_and_a_speed_up(capsys):
     amp_cpu.main(["--threads", "1", "--rounds", "1", "--batch-size", "2"])
     printed = capsys.readouterr().out

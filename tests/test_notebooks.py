@@ -1,10 +1,10 @@
 """Every notebook runs headlessly in fast mode, without errors, and with every widget driven.
 
 Each notebook in ``notebooks/`` is executed with nbclient on a temporary copy of the folder, with
-``CAPSNET_FAST=1`` and matplotlib's default (inline) backend. A final cell is appended that moves
-every slider registered through :func:`capslib.plots.widgets.interactive_plot` to another value and
-back (:func:`capslib.plots.widgets.exercise_widgets`); it raises if any widget callback raised, because
-ipywidgets would otherwise swallow the error into the widget's output area.
+``CAPSNET_FAST=1`` and matplotlib's default (inline) backend, and the check cell of
+``notebook_checks.py`` appended (it moves every slider and back, and raises if a widget callback
+raised). A notebook whose sliders the same session drives in JupyterLab (the browser tests)
+executes there instead, once: that test applies these checks to its run (tests/browser/conftest.py).
 
 The structure tests check the layout the series promises (STYLE.md, convention 10 and 11).
 """
@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from notebook_checks import CHECK_CELL, check_widget_moves, errors_in
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -26,8 +27,6 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 FIRST_NUMBER = 0  # the series starts with 00_why_capsules
 LAST_NUMBER = 10  # the series ends with 10_multimnist
-WITH_SLIDERS = {0, 3, 4, 6, 7, 9, 10}  # notebooks the series promises sliders in
-WIDGET_CELL = 'import capslib.plots.widgets as W\nn = W.exercise_widgets()\nprint("widget moves", n)'
 ids = [path.stem for path in NOTEBOOKS]
 
 
@@ -41,11 +40,6 @@ def read(path: Path):
 
 def markdown(nb) -> str:
     return "\n\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
-
-
-def errors_in(outputs) -> list[str]:
-    """The ``error`` outputs of a list of outputs, as ``ename: evalue`` strings."""
-    return [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
 
 
 def widget_state_errors(nb) -> list[str]:
@@ -167,7 +161,7 @@ def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     # in a fresh kernel; a notebook that really hangs times out twice and fails.
     for attempt in (1, 2):
         nb = read(workdir / path.name)
-        nb.cells.append(nbformat.v4.new_code_cell(WIDGET_CELL))
+        nb.cells.append(nbformat.v4.new_code_cell(CHECK_CELL))
         client = nbclient.NotebookClient(
             nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
         )
@@ -187,9 +181,4 @@ def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     assert not found, f"{path.name} produced errors: {found}"
 
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
-    match = re.search(r"widget moves (\d+)", printed)
-    assert match, f"the widget cell printed no count: {printed!r}"
-    moves = int(match.group(1))
-    source = "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code")
-    if number(path) in WITH_SLIDERS or "interactive_plot(" in source:
-        assert moves > 0, f"{path.name} should have sliders, but no control was registered and moved"
+    check_widget_moves(path.stem, printed, "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code"))

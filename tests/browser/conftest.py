@@ -2,9 +2,12 @@
 
 ``lab`` starts ``jupyter lab`` as a subprocess on 127.0.0.1 (a free port, a random token) with its
 own config, data, runtime, settings and workspace folders, serving a temporary COPY of
-``notebooks/`` (outputs stripped, so everything the tests see comes from this run). The kernels
-get ``CAPSNET_FAST=1`` and import this checkout's ``capslib``. The server is stopped by its own
-process (terminate, then kill) in a finalizer, after its kernels are shut down.
+``notebooks/`` (outputs stripped, so everything the tests see comes from this run, and the check
+cell of ``tests/notebook_checks.py`` appended). The kernels get ``CAPSNET_FAST=1`` and import this
+checkout's ``capslib``. A notebook whose sliders a session drives here executes here only: its
+nbclient run in ``tests/test_notebooks.py`` is skipped (see ``pytest_collection_modifyitems``).
+The server is stopped by its own process (terminate, then kill) in a finalizer, after its kernels
+are shut down.
 
 ``browser`` launches Debian's Chromium (``/usr/bin/chromium``) through Playwright for Python.
 Without Chromium or Playwright the browser tests skip with the reason, except under CI
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from notebook_checks import CHECK_CELL
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never `playwright install` (needs the internet)
@@ -158,6 +162,8 @@ def copy_notebooks(dest: Path) -> None:
             if cell.get("cell_type") == "code":
                 cell["outputs"], cell["execution_count"] = [], None
         nb.get("metadata", {}).pop("widgets", None)
+        check = {"cell_type": "code", "execution_count": None, "id": "capsnet-tests-check", "metadata": {}}
+        nb["cells"].append(check | {"outputs": [], "source": CHECK_CELL})  # as tests/test_notebooks.py does
         target.write_text(json.dumps(nb, indent=1))
 
 
@@ -223,6 +229,28 @@ def start_lab(tmp: Path) -> Lab:
         if "already in use" not in log_tail(log, 2000):
             break  # only a port clash is worth another try
     raise RuntimeError(f"JupyterLab did not answer /api/status ({last_error}); its log:\n{log_tail(log)}")
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected and the opt-in tests are skipped
+def pytest_collection_modifyitems(config, items):
+    """One execution per notebook: where this session runs a notebook's browser test (selected, not
+    skipped, and a browser to run it in, or CI=true, where a missing one fails), that test's run in
+    JupyterLab gets the checks of tests/test_notebooks.py, whose nbclient run of it is skipped."""
+    if missing_browser_reason() is not None and os.environ.get("CI", "").lower() != "true":
+        return  # the browser tests will skip: the nbclient runs stay
+    in_browser = {
+        item.callspec.params["name"]
+        for item in items
+        if getattr(item, "originalname", None) == "test_sliders_redraw_in_jupyterlab"
+        and not item.get_closest_marker("skip")
+    }
+    for item in items:
+        if getattr(item, "originalname", None) != "test_runs_in_fast_mode":
+            continue
+        name = item.callspec.params["path"].stem
+        if name in in_browser:
+            reason = f"{name} runs once, in JupyterLab: test_sliders_redraw_in_jupyterlab[{name}] checks that run"
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

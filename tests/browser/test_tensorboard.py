@@ -26,6 +26,8 @@ import capslib
 from capslib.data import mnist
 from capslib.training import fit
 
+pytestmark = pytest.mark.browser  # opt-in, as every test of this folder (a real server, about 10 s)
+
 # Scalars capslib.training.loop writes: per logged batch (every 50th) and per epoch (see train._log_epoch).
 BATCH_TAGS = {"loss/total", "loss/margin", "loss/reconstruction"}
 EPOCH_TAGS = {  # tag: the key of the epoch's history record holding the same value

@@ -2,7 +2,10 @@
 
 For every notebook with sliders (made by :func:`capslib.plots.widgets.interactive_plot`), as a reader
 would: open it in JupyterLab, Run > Run All Cells (fast mode), wait until every code cell has an
-execution count and the kernel is idle, check that the widget panel rendered with a figure, then
+execution count and the kernel is idle; this is the notebook's one run of the session, so it gets
+the checks of tests/test_notebooks.py (no cell raised, the appended check cell of
+``tests/notebook_checks.py`` moved every slider and back without a callback error, and no widget
+output area holds an error). Then check that the widget panel rendered with a figure,
 move one slider with the keyboard (ArrowRight, End) and with the mouse (drag the handle), and after
 each move wait until the kernel has settled and check that the slider's value and the figure both
 changed. At the end no cell and no widget output may hold an error. Screenshots of the panel (its
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from notebook_checks import check_widget_moves
 
 pytestmark = pytest.mark.browser
 
@@ -105,6 +109,22 @@ STATE_JS = """() => {
   }
   const running = [...document.querySelectorAll('.jp-InputPrompt')].filter(p => p.textContent.includes('*')).length;
   return {status: kernel ? kernel.status : 'no kernel', total, executed, running, errors};
+}"""
+
+# What the last code cell (the appended check cell) printed.
+LAST_CELL_PRINTED_JS = """() => {
+  const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+  let text = '';
+  for (let i = cells.length - 1; i >= 0; i--) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code') continue;
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const out = cell.outputs.get(j).toJSON();
+      if (out.output_type === 'stream') text += Array.isArray(out.text) ? out.text.join('') : out.text;
+    }
+    return text;
+  }
+  return text;
 }"""
 
 # Error text anywhere on the page: stderr/error outputs with a traceback or an exception name,
@@ -329,6 +349,12 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
 
         state = run_all_cells(page, name)
         print(f"{name}: {state['executed']} code cells ran in {state['seconds']} s")
+        cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        moves = check_widget_moves(name, page.evaluate(LAST_CELL_PRINTED_JS), code)
+        errors = page.evaluate(ERRORS_JS)  # errors shown in widget output areas (nbclient: the widget state)
+        assert not errors, f"{name}: error output after Run All Cells:\n" + "\n".join(errors)
+        print(f"{name}: the check cell moved {moves} controls and back")
 
         for number, (label, drag_to) in enumerate(sliders_to_move(name)):
             shots = screenshot_dir / f"{name}{'_' + str(number) if number else ''}"

@@ -80,6 +80,7 @@ def count_steps(monkeypatch) -> list:
     return steps
 
 
+@pytest.mark.slow  # the full-size CapsNet for 2 epochs of 1,000 real digits: about a minute on 2 cores
 def test_training_smoke_on_real_digits(mnist_train, tmp_path, monkeypatch):
     """The default CapsNet on 1,000 real digits: every batch runs, loss falls, held-out accuracy far above chance."""
     train_set, val_set = Subset(mnist_train, range(1000)), Subset(mnist_train, range(59000, 59500))

@@ -33,7 +33,8 @@ room and the rooms listed before it; a plot never imports the trainer)::
       utils.py           seeds, devices, eval mode, atomic writes, where data lives
       data/              MNIST and Fashion-MNIST from disk, shifts, affine transforms, MultiMNIST
       evaluation/        the one batched prediction loop, test accuracy, model cards, robustness
-      analysis/          shape tracing, coupling maps, routing statistics, equivariance, the routing lab
+      analysis/          shape tracing, coupling maps, routing statistics, equivariance, the routing
+                         lab, how routing separates two overlapping digits
       training/          fit and its step, batch sources and hooks, checkpoints, faults, torchrun
       experiments/       Table 1's ablation, the MultiMNIST routing-iteration study
       plots/             figures by subject, and sliders over them (widgets)

@@ -118,3 +118,11 @@ def test_importing_a_room_does_not_load_what_it_does_not_need(statement, absent)
     code = f"import sys; {statement}; print(sorted(m for m in sys.modules if m.startswith({absent!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", f"{statement} loaded {out.stdout.strip()}"
+
+
+def test_the_package_map_names_every_room_and_top_level_module():
+    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text()))
+    names = [p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()]
+    names += [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    missing = [name for name in names if name not in doc]
+    assert not missing, f"capslib/__init__.py's map leaves out {missing}"

@@ -50,6 +50,14 @@ def close_figures():
 # MNIST read once per test session, for every module that needs real digits. The tensors are
 # shared: a test that changes them must clone first.
 @pytest.fixture(scope="session")
+def mnist_train_set():
+    """The MNIST training set as a dataset of ``(image (1, 28, 28), label)`` (for ``Subset`` and ``fit``)."""
+    from capslib.data import mnist
+
+    return mnist(train=True)
+
+
+@pytest.fixture(scope="session")
 def mnist_test_tensors():
     """The 10,000 MNIST test images and labels: ``(10000, 1, 28, 28)`` in [0, 1], ``(10000,)``."""
     from capslib.data import mnist, to_tensors

@@ -10,7 +10,6 @@ from torch.utils.data import Subset
 
 import capslib
 from capslib.baselines import BASELINES, MODEL_NAMES, PAPER_BASELINE, BaselineCNN, baseline_cnn
-from capslib.data import mnist
 from capslib.evaluation.accuracy import evaluate
 from capslib.pretrained import model_from_config
 from capslib.training import TrainConfig, fit
@@ -93,8 +92,8 @@ def test_a_cnn_owns_its_loss_the_cross_entropy():
 
 
 @pytest.fixture(scope="module")
-def tiny_data():
-    train_set = mnist(train=True)
+def tiny_data(mnist_train_set):
+    train_set = mnist_train_set
     return Subset(train_set, range(300)), Subset(train_set, range(59000, 59100))
 
 

@@ -27,7 +27,6 @@ import capslib.training.batches as batches
 import capslib.training.hooks as hooks
 import capslib.training.prepare as prepare
 import capslib.training.step as step_module
-from capslib.data import mnist
 from capslib.functional import margin_loss
 from capslib.training import TrainConfig, fit
 from capslib.training.checkpoints import save_atomic
@@ -39,8 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def mnist_train():
-    return mnist(train=True)
+def mnist_train(mnist_train_set):
+    return mnist_train_set
 
 
 def tiny_model() -> capslib.CapsNet:

@@ -8,7 +8,6 @@ from torch.utils.data import Subset
 
 import capslib
 import capslib.training.step as step_module
-from capslib.data import mnist
 from capslib.evaluation.predict import accuracy
 from capslib.training import TrainConfig, fit
 from capslib.training.batches import load_data
@@ -16,8 +15,8 @@ from capslib.training.prepare import build_model
 
 
 @pytest.fixture(scope="module")
-def digits():
-    train_set = mnist(train=True)
+def digits(mnist_train_set):
+    train_set = mnist_train_set
     return Subset(train_set, range(200)), Subset(train_set, range(59000, 59060))
 
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project's environment active)::
 
-    python scripts/run_notebooks.py                          # every notebooks/NN_*.ipynb
+    python scripts/run_notebooks.py                          # every notebook, solutions included
     python scripts/run_notebooks.py notebooks/03_*.ipynb     # only some
 
 Each notebook runs top to bottom in a fresh ``python3`` kernel with its folder as the working
@@ -86,13 +86,25 @@ def run_one(path: Path, timeout: int) -> None:
     atomic_write(path, lambda tmp: nbformat.write(nb, tmp))  # a failed run never leaves half a notebook
 
 
+def series() -> list[Path]:
+    """Every notebook of the series and every solutions notebook (``notebooks/solutions/``)."""
+    solutions = NOTEBOOK_DIR / "solutions"
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) + sorted(solutions.glob("[0-9][0-9]_*.ipynb"))
+
+
+def series_order(path: Path) -> tuple[str, bool, str]:
+    """Notebook NN, then its solutions (``solutions/NN_solutions.ipynb``), then NN+1."""
+    return (path.name[:2], path.parent.name == "solutions", path.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", type=Path, help="notebooks to run (default: notebooks/NN_*.ipynb)")
+    parser.add_argument("paths", nargs="*", type=Path, help="notebooks to run (default: all, solutions included)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     args = parser.parse_args(argv)
 
-    paths = sorted(p.resolve() for p in args.paths) if args.paths else sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    paths = [p.resolve() for p in args.paths] if args.paths else series()
+    paths.sort(key=series_order)
     missing = [p for p in paths if not p.exists()]
     if missing or not paths:
         parser.error(f"no such notebook(s): {[str(p) for p in missing]}" if missing else "no notebooks found")

@@ -6,7 +6,11 @@ Each notebook in ``notebooks/`` is executed with nbclient on a temporary copy of
 raised). A notebook whose sliders the same session drives in JupyterLab (the browser tests)
 executes there instead, once: that test applies these checks to its run (tests/browser/conftest.py).
 
-The structure tests check the layout the series promises (STYLE.md, convention 10 and 11).
+The structure tests check the layout the series promises (STYLE.md, convention 10 and 11): a
+"What you will learn" list at the top, a Summary of the same ideas at the end, and exercises whose
+solutions live out of sight in ``notebooks/solutions/NN_solutions.ipynb`` (run and checked here
+like the notebooks themselves). The prose test ties every number a notebook's text states to what
+its committed run printed.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
+SOLUTIONS = sorted(SOLUTION_DIR.glob("[0-9][0-9]_solutions.ipynb"))
 FIRST_NUMBER = 0  # the series starts with 00_why_capsules
 LAST_NUMBER = 10  # the series ends with 10_multimnist
 ids = [path.stem for path in NOTEBOOKS]
+solution_ids = [f"solutions/{path.stem}" for path in SOLUTIONS]
 
 
 def number(path: Path) -> int:
@@ -71,10 +78,20 @@ def test_structure(path):
     text = markdown(nb)
     for heading in ("Setup", "Summary", "Exercises"):
         assert re.search(rf"^#+ .*{heading}", text, flags=re.MULTILINE), f"no '{heading}' heading"
-    assert re.search(r"learning goals", text, flags=re.IGNORECASE), "no learning goals"
-    assert re.search(r"^#+ .*Solutions", text, flags=re.MULTILINE) or any(
-        c.get("metadata", {}).get("jupyter", {}).get("source_hidden") for c in nb.cells if c.cell_type == "code"
-    ), "exercises need solutions: a collapsed cell or a Solutions section"
+
+    opening = "\n\n".join(c.source for c in nb.cells[:3] if c.cell_type == "markdown")
+    learn = re.search(r"^#+ What you will learn\s*\n((?:\s*[-*] .*\n?)+)", opening, flags=re.MULTILINE)
+    assert learn, "the notebook must open with a '## What you will learn' list (within its first three cells)"
+    assert 3 <= len(bullets(learn.group(1))) <= 5, "'What you will learn' should list three to five ideas"
+    summary = next(c.source for c in nb.cells if c.cell_type == "markdown" and re.match(r"#+ .*Summary", c.source))
+    assert 3 <= len(bullets(summary)) <= 8, "the Summary should restate the ideas as three to eight bullets"
+
+    hidden = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("jupyter", {}).get("source_hidden")]
+    assert not hidden, f"cells {hidden} are collapsed: solutions belong in solutions/{number(path):02d}_solutions.ipynb"
+    exercises = exercises_cell(nb)
+    target = f"solutions/{number(path):02d}_solutions.ipynb"
+    assert f"]({target})" in exercises, f"the Exercises cell must link to its solutions, {target}"
+    assert (NOTEBOOK_DIR / target).exists(), f"{target} does not exist"
 
     k = number(path)
     links = re.findall(r"\]\(([^)\s]+\.ipynb)\)", text)
@@ -84,6 +101,89 @@ def test_structure(path):
         if any(number(p) == neighbour for p in NOTEBOOKS):  # the neighbour exists: the link must name it
             for target in targets:
                 assert (NOTEBOOK_DIR / target).exists(), f"link to {target}, which does not exist"
+
+
+def bullets(text: str) -> list[str]:
+    """The top-level list items (``- ``, ``* `` or ``1. ``) of a markdown text."""
+    return re.findall(r"^(?:[-*]|\d+\.) +\S.*$", text, flags=re.MULTILINE)
+
+
+def exercise_count(nb) -> int:
+    """How many exercises a notebook sets: the numbered items of its Exercises cell."""
+    return len(re.findall(r"^\d+\. +\S", exercises_cell(nb).split("Exercises", 1)[1], flags=re.MULTILINE))
+
+
+def exercises_cell(nb) -> str:
+    heading = re.compile(r"^#+ .*Exercises", flags=re.MULTILINE)
+    return next(c.source for c in nb.cells if c.cell_type == "markdown" and heading.search(c.source))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_solutions_live_in_their_own_notebook(path):
+    """Solutions out of sight: one ``solutions/NN_solutions.ipynb`` per notebook, with a title that
+    links back, its own fast-mode parameters cell, and one ``## Exercise k`` section per exercise."""
+    solutions = SOLUTION_DIR / f"{number(path):02d}_solutions.ipynb"
+    assert solutions.exists(), f"{solutions.relative_to(ROOT)} is missing"
+    sol = read(solutions)
+    assert sol.metadata.get("kernelspec", {}).get("name") == "python3", "kernel must be python3"
+    title = sol.cells[0]
+    opening = f"# {number(path):02d} · Solutions"
+    assert title.cell_type == "markdown" and title.source.startswith(opening), f"the title must start {opening!r}"
+    assert f"](../{path.name})" in title.source, f"the title cell must link back to ../{path.name}"
+    tagged = [c for c in sol.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code" and "CAPSNET_FAST" in tagged[0].source
+    headings = re.findall(r"^## Exercise (\d+)\b", markdown(sol), flags=re.MULTILINE)
+    count = exercise_count(read(path))
+    assert count >= 1, f"{path.name} sets no numbered exercises"
+    assert [int(h) for h in headings] == list(range(1, count + 1)), (
+        f"expected one '## Exercise k' section for k = 1..{count}, found {headings}"
+    )
+
+
+# Numbers as prose states them: a decimal (0.061, 99.56%, +0.0012), or a whole percentage (5%).
+# An arXiv identifier (1907.13327) is a name, not a number.
+STATED_NUMBER = re.compile(r"(?<![\w.])[+\-\u2212]?(\d+\.\d+|\d+(?=%))(?![\w.]*\d)")
+ARXIV = re.compile(r"\b\d{4}\.\d{4,5}(v\d+)?\b")
+NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|`[^`\n]*`|\]\([^)\s]*\)|<[^>\n]*>", flags=re.DOTALL)
+
+
+MOST_NUMBERS_IN_A_CELL = 6
+
+
+def stated_numbers(text: str) -> list[str]:
+    """The numbers a markdown text states in its prose (maths, inline code, link targets, HTML
+    attributes and arXiv identifiers left out), without sign."""
+    return STATED_NUMBER.findall(ARXIV.sub(" ", NOT_PROSE.sub(" ", text)))
+
+
+def code_text(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=ids + solution_ids)
+def test_prose_states_only_numbers_its_run_printed(path):
+    """A notebook teaches only what its outputs show: every decimal or percentage in its markdown
+    appears in what its committed run printed, or in its code (a constant such as ``m_plus = 0.9``).
+    Only a cell tagged ``literature`` may quote numbers from elsewhere, and it must cite its source
+    (an author and a year, or a link). A re-run that changes a number fails here until the prose is
+    rewritten. Numbers live in printed tables and figure titles: a prose cell quotes at most
+    MOST_NUMBERS_IN_A_CELL of them, the few its point needs."""
+    nb = read(path)
+    known = outputs_text(nb) + "\n" + code_text(nb)
+    missing = []
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        if "literature" in cell.get("metadata", {}).get("tags", []):
+            assert re.search(r"(19|20)\d\d|\]\(http", cell.source), f"literature cell {k} cites no source"
+            continue
+        stated = stated_numbers(cell.source)
+        if len(stated) > MOST_NUMBERS_IN_A_CELL:
+            missing.append(f"cell {k} states {len(stated)} numbers (at most {MOST_NUMBERS_IN_A_CELL})")
+        for value in stated:
+            if not re.search(rf"(?<![\d.]){re.escape(value)}(?!\d)", known):
+                missing.append(f"cell {k}: {value}")
+    assert not missing, f"{path.name} states numbers its run printed nowhere: {missing}"
 
 
 def _run_notebooks_script():
@@ -147,7 +247,7 @@ def test_multimnist_findings_state_only_numbers_its_outputs_print():
 
 @pytest.mark.notebooks
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=ids + solution_ids)
 def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     workdir = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOK_DIR, workdir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -160,10 +260,11 @@ def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     # No fast-mode cell needs 5 minutes, so such a cell times out and the notebook runs once more
     # in a fresh kernel; a notebook that really hangs times out twice and fails.
     for attempt in (1, 2):
-        nb = read(workdir / path.name)
+        copy = workdir / path.relative_to(NOTEBOOK_DIR)
+        nb = read(copy)
         nb.cells.append(nbformat.v4.new_code_cell(CHECK_CELL))
         client = nbclient.NotebookClient(
-            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(copy.parent)}}
         )
         try:
             client.execute()  # raises CellExecutionError on the first failing cell
@@ -181,4 +282,5 @@ def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     assert not found, f"{path.name} produced errors: {found}"
 
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
-    check_widget_moves(path.stem, printed, "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code"))
+    code = "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code")
+    check_widget_moves(path.stem, printed, code, in_series=path.parent == NOTEBOOK_DIR)

@@ -10,6 +10,7 @@ from . import (
     equations,
     equivariance,
     images,
+    inverse_graphics,
     multimnist,
     results,
     robustness,
@@ -22,6 +23,7 @@ from .dimensions import *  # noqa: F403
 from .equations import *  # noqa: F403
 from .equivariance import *  # noqa: F403
 from .images import *  # noqa: F403
+from .inverse_graphics import *  # noqa: F403
 from .multimnist import *  # noqa: F403
 from .results import *  # noqa: F403
 from .robustness import *  # noqa: F403
@@ -31,7 +33,7 @@ __all__ = [
     name
     for module in (
         images, capsules, equations, routing, coupling, dimensions, equivariance, results, robustness, multimnist,
-        architecture,
+        architecture, inverse_graphics,
     )
     for name in module.__all__
 ]  # fmt: skip

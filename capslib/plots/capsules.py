@@ -13,7 +13,7 @@ from ..utils import check_index
 from ..utils import to_numpy as _np
 from .common import DIVERGING, SEQUENTIAL, no_ticks, panel_grid
 
-__all__ = ["plot_capsule_anatomy", "plot_capsule_grid", "plot_capsule_output"]
+__all__ = ["plot_capsule_anatomy", "plot_capsule_grid", "plot_capsule_output", "plot_length_saturation"]
 
 POSE_COLOUR = "tab:red"  # a winning capsule's pose, here and in the equivariance figures
 
@@ -129,6 +129,51 @@ def plot_capsule_output(
     ax_pose.axhline(0, color="k", lw=0.6)
     ax_pose.set(xticks=range(len(pose)), ylim=(-limit, limit), xlabel="pose dimension d", ylabel="v_k[d]")
     ax_pose.set_title(f"pose = the {len(pose)} numbers of capsule {class_index}: how it looks", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_length_saturation(
+    norms: dict, bins: int = 40, title: str = "Primary capsules: lengths before and after squash"
+):
+    """Where groups of capsules sit on the squash curve: their pre-squash lengths ``|s|`` and their
+    lengths ``|v| = |s|^2 / (1 + |s|^2)`` after squash (Eq. 1).
+
+    Args:
+        norms: ``{group name: (N,) pre-squash lengths |s|}`` (e.g. capsules over little ink, over
+            much ink, over a blank image); each group is drawn as a histogram normalised to a share.
+        bins: histogram bins per panel.
+
+    Returns:
+        The figure: left, ``|s|`` on a log axis with the squash curve over it (its own axis, 0 to 1);
+        right, ``|v|`` on its whole range [0, 1], so that a pile-up near 1 is shown as it is.
+    """
+    if not norms:
+        raise ValueError("norms must name at least one group of pre-squash lengths")
+    arrays = {name: _np(values).ravel() for name, values in norms.items()}
+    if any(a.size == 0 or (a < 0).any() for a in arrays.values()):
+        raise ValueError("every group must hold at least one non-negative length |s|")
+    positive = np.concatenate([a[a > 0] for a in arrays.values()])
+    low, high = float(positive.min()) / 1.5, float(positive.max()) * 1.5
+    log_bins = np.geomspace(low, high, bins + 1)
+    fig, (ax_s, ax_v) = plt.subplots(1, 2, figsize=(12, 3.8))
+    for name, values in arrays.items():
+        weights = np.full(values.size, 1.0 / values.size)  # each group sums to 1: shares, comparable across sizes
+        ax_s.hist(np.clip(values, low, high), bins=log_bins, weights=weights, histtype="step", lw=1.8, label=name)
+        lengths = values**2 / (1 + values**2)
+        ax_v.hist(lengths, bins=np.linspace(0, 1, bins + 1), weights=weights, histtype="step", lw=1.8, label=name)
+    ax_s.set_xscale("log")
+    ax_s.set(xlabel="pre-squash length |s| (log scale)", ylabel="share of the group's capsules")
+    ax_s.set_title("before squash", fontsize=9)
+    curve = ax_s.twinx()
+    grid = np.geomspace(low, high, 200)
+    curve.plot(grid, grid**2 / (1 + grid**2), color="k", ls="--", lw=1, label="squash: |v| as a function of |s|")
+    curve.set(ylim=(0, 1.02), ylabel="|v| after squash (dashed curve)")
+    ax_v.set(xlim=(0, 1), xlabel="length |v| after squash", ylabel="share of the group's capsules")
+    ax_v.set_title("after squash: the whole range [0, 1]", fontsize=9)
+    ax_s.legend(fontsize=8, loc="upper left")
+    curve.legend(fontsize=8, loc="center left")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

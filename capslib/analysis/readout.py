@@ -41,7 +41,8 @@ def linear_readout(
     """
     if features.dim() != 3 or reference.dim() != 2 or features.shape[1:] != reference.shape:
         raise ValueError(
-            f"expected features (A, B, F) and reference (B, F), got {tuple(features.shape)} and {tuple(reference.shape)}"
+            "expected features (A, B, F) and reference (B, F), "
+            f"got {tuple(features.shape)} and {tuple(reference.shape)}"
         )
     amounts = torch.as_tensor(amounts, dtype=torch.float64).flatten()
     if len(amounts) != features.shape[0]:

@@ -105,7 +105,8 @@ def plot_pose_offset(
     before, after = decode_pose(model, poses, class_index)  # (C, H, W) each
     change = float((after - before).abs().mean())
     fig, axes = plt.subplots(1, 4, figsize=(13, 3), gridspec_kw={"width_ratios": [1, 1, 1.2, 2]})
-    for ax, picture, name in zip(axes[:2], (before, after), ("the capsule's pose", f"dim {dimension} {offset:+.2f}")):
+    names = ("the capsule's pose", f"dim {dimension} {offset:+.2f}")
+    for ax, picture, name in zip(axes[:2], (before, after), names, strict=True):
         ax.imshow(_np(picture[0]), cmap="gray_r", vmin=0.0, vmax=1.0)
         ax.set(title=name, xlabel="x (pixels)", ylabel="y (pixels)")
     shown = axes[2].imshow(_np(after[0] - before[0]), cmap=DIVERGING, vmin=-1.0, vmax=1.0)
@@ -196,10 +197,12 @@ def plot_part_votes(
                 arrowprops=dict(arrowstyle="-|>", color=colour, lw=2, shrinkA=0, shrinkB=0, mutation_scale=14),
             )  # fmt: skip
             ax.plot(*origin, marker, color=colour, ms=9, mfc="none", mew=2)
-    handles = [Line2D([], [], color=c, lw=2, label=f"votes for the {w}") for c, w in zip(WHOLE_COLOURS, votes)]
+    handles = [
+        Line2D([], [], color=c, lw=2, label=f"votes for the {w}") for c, w in zip(WHOLE_COLOURS, votes, strict=False)
+    ]
     handles += [
         Line2D([], [], color="k", marker=m, ls="none", mfc="none", label=f"from the {p}")
-        for m, p in zip(PART_MARKERS, parts)
+        for m, p in zip(PART_MARKERS, parts, strict=False)
     ]
     ax.legend(handles=handles, loc="lower left", fontsize=7)
     ax.set_title(f"{title}\ndisagreement of each whole's votes: {', '.join(spreads)}", fontsize=9)

@@ -99,7 +99,7 @@ def plot_pose_offset(
     Returns:
         The figure (four panels); the title gives the mean absolute pixel change.
     """
-    if not abs(float(offset)) <= limit:
+    if not abs(float(offset)) <= limit + 1e-9:  # a slider step may overshoot by a rounding
         raise ValueError(f"offset must lie in [-{limit}, {limit}], got {offset}")
     poses = _offset_poses(pose, dimension, [0.0, float(offset)])  # (2, D_out)
     before, after = decode_pose(model, poses, class_index)  # (C, H, W) each

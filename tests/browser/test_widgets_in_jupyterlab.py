@@ -44,6 +44,7 @@ SLIDERS_OF = {
     "00_why_capsules": [
         ("shift (px)", 0.8),  # the shifted digit and its features: 0 -> 1 -> 6 -> 4
         ("rotation (deg)", None),  # the rotated digit: 0 -> 5 (10 in fast mode)
+        ("pose offset", None),  # inverse graphics: one pose number of the winning capsule, 0 -> 0.05
     ],
     "03_dynamic_routing": [
         ("iterations", 0.6),  # the routing-iterations slider: 3 -> 4 -> 10 -> 6

@@ -172,7 +172,7 @@ def plot_length_saturation(
     curve.set(ylim=(0, 1.02), ylabel="|v| after squash (dashed curve)")
     ax_v.set(xlim=(0, 1), xlabel="length |v| after squash", ylabel="share of the group's capsules")
     ax_v.set_title("after squash: the whole range [0, 1]", fontsize=9)
-    ax_s.legend(fontsize=8, loc="center right")
+    ax_s.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.9))  # under the curve, above the bars
     curve.legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

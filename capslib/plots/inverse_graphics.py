@@ -119,6 +119,7 @@ def plot_pose_offset(
     low, high = float(values[0].min()) - limit, float(values[0].max()) + limit
     axes[3].set(xticks=steps, ylim=(min(low, 0.0), max(high, 0.0)), xlabel="pose dimension", ylabel="value")
     axes[3].axhline(0.0, color="k", lw=0.6)
+    axes[3].tick_params(axis="x", labelsize=7)  # 16 labels side by side
     axes[3].set_title("the numbers the decoder draws from", fontsize=9)
     axes[3].legend(fontsize=8, loc="lower right")
     fig.suptitle(

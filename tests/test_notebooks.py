@@ -145,6 +145,8 @@ def test_solutions_live_in_their_own_notebook(path):
 STATED_NUMBER = re.compile(r"(?<![\w.])[+\-\u2212]?(\d+\.\d+|\d+(?=%))(?![\w.]*\d)")
 ARXIV = re.compile(r"\b\d{4}\.\d{4,5}(v\d+)?\b")
 NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|`[^`\n]*`|\]\([^)\s]*\)|<[^>\n]*>", flags=re.DOTALL)
+# Section numbers are names too: "### 3.1 How much ...", "section 3.1", "sections 2.2 and 2.3".
+SECTION_NUMBER = re.compile(r"^#+ +\d+(\.\d+)+|\b[Ss]ections? +\d+(\.\d+)+( +and +\d+(\.\d+)+)?", flags=re.MULTILINE)
 
 
 MOST_NUMBERS_IN_A_CELL = 6
@@ -152,8 +154,8 @@ MOST_NUMBERS_IN_A_CELL = 6
 
 def stated_numbers(text: str) -> list[str]:
     """The numbers a markdown text states in its prose (maths, inline code, link targets, HTML
-    attributes and arXiv identifiers left out), without sign."""
-    return STATED_NUMBER.findall(ARXIV.sub(" ", NOT_PROSE.sub(" ", text)))
+    attributes, section numbers and arXiv identifiers left out), without sign."""
+    return STATED_NUMBER.findall(ARXIV.sub(" ", SECTION_NUMBER.sub(" ", NOT_PROSE.sub(" ", text))))
 
 
 def code_text(nb) -> str:

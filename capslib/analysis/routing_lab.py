@@ -143,38 +143,36 @@ def explaining_away_votes(
     parts_a: int = 4,
     parts_b: int = 1,
     ambiguity: float = 10.0,
-    spread: float = 10.0,
+    spread: float = 20.0,
     vote_length: float = 1.0,
-    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """2-D votes of one ambiguous part that fits two wholes, and of parts that support only one.
 
     Two output capsules, whole A (output 0) and whole B (output 1). Each whole's agreeing votes
-    point ``WHOLE_DIRECTION`` degrees (up to ``spread``) in that output's own vote space.
+    point ``WHOLE_DIRECTION`` degrees in that output's own vote space, fanned out evenly over
+    ``+-spread / 2`` degrees. No randomness: the layout is fixed by the arguments.
 
     * Input capsule 0 is the **ambiguous part**: its vote for A lies ``ambiguity`` degrees off A's
       direction and its vote for B the same ``ambiguity`` degrees off B's, so it fits both wholes
       equally well.
-    * Input capsules ``1 .. parts_a`` support only A: their votes for A agree (angle
-      ``WHOLE_DIRECTION + spread * e_k``, ``e_k`` standard normal), their votes for B point away
-      from B (``WHOLE_DIRECTION + 180 + psi_k`` degrees, ``psi_k`` uniform in (-120, 120)).
-    * Input capsules ``parts_a + 1 .. parts_a + parts_b`` support only B, built the same way with
-      the same ``e_k, psi_k`` (part ``k`` of B mirrors part ``k`` of A).
+    * Input capsules ``1 .. parts_a`` support only A: their votes for A agree (the fan above);
+      their votes for B point away from B, fanned evenly over the half-circle opposite B's
+      direction (never less than 90 degrees from it), so they add up to a vote against B.
+    * Input capsules ``parts_a + 1 .. parts_a + parts_b`` support only B, built the same way.
 
     With ``parts_a == parts_b`` the two wholes are the same configuration (only the order of the
     input capsules differs), so routing cannot prefer either: the ambiguous part's coupling stays
-    at 1/2, up to float rounding. With more parts for A, ``v_A`` is longer and points more
-    nearly along the ambiguous part's vote, so its agreement with A is larger and routing moves its
-    coupling towards A, iteration by iteration: the ambiguous part is *explained* by A.
+    at 1/2, up to float rounding. With more parts for A, ``v_A`` is longer than ``v_B``, so the
+    ambiguous part agrees more with A and routing moves its coupling towards A, iteration by
+    iteration: the ambiguous part is *explained* by A.
 
     Args:
         parts_a: parts that support only whole A (>= 0).
         parts_b: parts that support only whole B (>= 0).
         ambiguity: degrees between the ambiguous part's vote for each whole and that whole's
             direction, in [0, 180] (0: it fits both perfectly; 90: neither).
-        spread: standard deviation, in degrees, of the agreeing votes' directions (>= 0).
+        spread: the width, in degrees, of the fan of a whole's agreeing votes (>= 0).
         vote_length: the length of every vote (> 0).
-        seed: seeds a private generator (the global random state is left alone).
 
     Returns:
         ``(u_hat, roles)``: ``u_hat`` ``(1, N_in, 2, 2)`` with ``N_in = 1 + parts_a + parts_b`` (a
@@ -191,20 +189,18 @@ def explaining_away_votes(
         raise ValueError(f"ambiguity must be an angle in [0, 180] degrees, got {ambiguity!r}")
     spread = _check_float("spread", spread, positive=False)
     vote_length = _check_float("vote_length", vote_length, positive=True)
-    seed = _check_int("seed", seed, 0)
 
-    generator = torch.Generator().manual_seed(seed)
-    most = max(parts_a, parts_b)
-    agree = spread * torch.randn(most, generator=generator)  # (most,): e_k, in degrees
-    away = 240.0 * torch.rand(most, generator=generator) - 120.0  # (most,): psi_k, in degrees
+    def fan(count: int, width: float) -> torch.Tensor:  # (count,): evenly spaced in (-width/2, width/2)
+        return width * ((torch.arange(count) + 0.5) / max(count, 1) - 0.5)
+
     num_in = 1 + parts_a + parts_b
     angles = torch.empty(num_in, 2)  # (N_in, N_out): the direction of each vote, in degrees
     angles[0] = WHOLE_DIRECTION + ambiguity
     a_parts, b_parts = slice(1, 1 + parts_a), slice(1 + parts_a, num_in)
-    angles[a_parts, 0] = WHOLE_DIRECTION + agree[:parts_a]
-    angles[a_parts, 1] = WHOLE_DIRECTION + 180.0 + away[:parts_a]
-    angles[b_parts, 1] = WHOLE_DIRECTION + agree[:parts_b]
-    angles[b_parts, 0] = WHOLE_DIRECTION + 180.0 + away[:parts_b]
+    angles[a_parts, 0] = WHOLE_DIRECTION + fan(parts_a, spread)
+    angles[a_parts, 1] = WHOLE_DIRECTION + 180.0 + fan(parts_a, 180.0)
+    angles[b_parts, 1] = WHOLE_DIRECTION + fan(parts_b, spread)
+    angles[b_parts, 0] = WHOLE_DIRECTION + 180.0 + fan(parts_b, 180.0)
     radians = torch.deg2rad(angles)  # (N_in, N_out)
     u_hat = vote_length * torch.stack([radians.cos(), radians.sin()], dim=-1)  # (N_in, N_out, 2)
     roles = torch.full((num_in,), -1, dtype=torch.long)

@@ -89,8 +89,9 @@ def plot_explaining_away(result, iteration: int, roles, title: str = "Explaining
     ax = axes[2]
     rounds = np.arange(1, num_iterations + 1)
     colours = ("tab:blue", "tab:orange")
-    for j in range(2):
-        ax.plot(rounds, coupling[:, part, j], "o-", color=colours[j], lw=2, label=f"ambiguous part -> {WHOLES[j]}")
+    for j, (marker, width) in enumerate((("o-", 4.0), ("s-", 1.6))):  # A drawn wide under B: both show when equal
+        ax.plot(rounds, coupling[:, part, j], marker, color=colours[j], lw=width, ms=4 + width,
+                label=f"ambiguous part -> {WHOLES[j]}")  # fmt: skip
         own = role == j
         if own.any():
             ax.plot(rounds, coupling[:, own, j].mean(axis=1), "--", color=colours[j],

@@ -7,7 +7,13 @@ input capsules casts votes ``u_hat_{j|i}`` that point the same way (up to noise)
 vote points in a random direction. Routing should then couple each cluster to its output and move
 ``v_j`` onto the cluster; how fast depends on the cluster size, the noise and the votes' length.
 
-Pure tensors, no plotting (the figure is :func:`capslib.plots.plot_routing_lab`). Shapes use the
+:func:`explaining_away_votes` builds the situation routing was designed for: one ambiguous part
+whose votes fit two wholes, and parts that support only one of them; :func:`coupling_history`
+follows one input capsule's coupling. :func:`coupling_shift` and :func:`routing_shift_of_images`
+measure, on a trained model, how much coupling routing moves between each image's two top classes.
+
+Pure tensors, no plotting (the figures are :func:`capslib.plots.plot_routing_lab`,
+:func:`capslib.plots.plot_explaining_away` and :func:`capslib.plots.plot_routing_shift`). Shapes use the
 package vocabulary: ``N_in`` input capsules, ``N_out`` output capsules, ``D`` the votes' dimension.
 """
 
@@ -20,7 +26,7 @@ import torch
 
 from ..evaluation.predict import predict
 from ..routing import check_iterations, dynamic_routing
-from .routing_stats import model_prediction_vectors
+from .routing_stats import _PredictionVectors  # images -> u_hat, for predict()
 
 __all__ = [
     "synthetic_votes",
@@ -264,18 +270,6 @@ def coupling_shift(coupling: torch.Tensor, lengths: torch.Tensor) -> dict[str, t
     }
 
 
-class _Votes(torch.nn.Module):
-    """A CapsNet cut before its routing, ``images -> u_hat``, for :func:`capslib.evaluation.predict.predict`."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # predict() puts this mode back on the model afterwards
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return model_prediction_vectors(self.model, images)  # (B, N_in, N_out, D_out)
-
-
 def routing_shift_of_images(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -319,7 +313,7 @@ def routing_shift_of_images(
         top = torch.stack([shift["winner"], shift["runner_up"]], dim=1)  # (b, 2)
         return torch.cat([classes.float(), top.float(), shift["per_capsule"]], dim=1)
 
-    found = predict(_Votes(model), images, batch_size, measure, progress=progress, description="routing")
+    found = predict(_PredictionVectors(model), images, batch_size, measure, progress=progress, description="routing")
     k = len(counts)
     per_capsule = found[:, k + 2 :]  # (B, N_in)
     return {

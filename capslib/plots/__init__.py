@@ -9,6 +9,7 @@ from . import (
     dimensions,
     equations,
     equivariance,
+    explaining,
     images,
     inverse_graphics,
     multimnist,
@@ -22,6 +23,7 @@ from .coupling import *  # noqa: F403
 from .dimensions import *  # noqa: F403
 from .equations import *  # noqa: F403
 from .equivariance import *  # noqa: F403
+from .explaining import *  # noqa: F403
 from .images import *  # noqa: F403
 from .inverse_graphics import *  # noqa: F403
 from .multimnist import *  # noqa: F403
@@ -33,7 +35,7 @@ __all__ = [
     name
     for module in (
         images, capsules, equations, routing, coupling, dimensions, equivariance, results, robustness, multimnist,
-        architecture, inverse_graphics,
+        architecture, inverse_graphics, explaining,
     )
     for name in module.__all__
 ]  # fmt: skip

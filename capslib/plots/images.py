@@ -45,7 +45,9 @@ def plot_images(images, captions=None, title: str = "Images", ncols: int = 8, cm
         raise ValueError(f"expected images of shape (B, 1, H, W) or (B, H, W), got {array.shape}")
     if captions is not None and len(captions) != len(array):
         raise ValueError(f"expected one caption per image ({len(array)}), got {len(captions)}")
-    fig, axes = panel_grid(len(array), ncols, width=1.3)
+    lines = max((str(caption).count("\n") + 1 for caption in captions), default=0) if captions is not None else 0
+    # each row gets room for its captions above the images (else a caption runs into the row above)
+    fig, axes = panel_grid(len(array), ncols, width=1.3, height=1.3 + 0.3 * lines)
     for k, (ax, image) in enumerate(zip(axes, array, strict=False)):
         ax.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
         no_ticks(ax)

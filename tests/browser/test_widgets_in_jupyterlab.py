@@ -52,6 +52,10 @@ SLIDERS_OF = {
         ("cluster size", None),  # the lab's agreeing votes per output: 6 -> 7
         ("noise", None),  # the lab's spread of a cluster: 0.2 -> 0.25
         ("vote length", None),  # the lab's vote length (log scale): 1 -> 1.12
+        ("iteration shown", None),  # explaining away: the iteration drawn, 6 (its maximum) -> 5
+        ("parts for A", None),  # explaining away: parts that support only whole A, 4 -> 5
+        ("parts for B", None),  # explaining away: parts that support only whole B, 1 -> 2
+        ("ambiguity (deg)", None),  # explaining away: the ambiguous part's angle off both wholes, 10 -> 15
         ("agreement x", None),  # the agreement-scaling exploration (not the paper's): 30 -> 39.8
     ],
     "06_coupling_coefficients": [

@@ -122,7 +122,9 @@ def plot_transformed_digit(
     """
     view = transformed_view(capsnet, cnn, image, rotation, shear, scale)
     if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1, 1.6, 1, 1.6]})
+        _, axes = plt.subplots(
+            1, 4, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1, 1.6, 1, 1.6]}, layout="constrained"
+        )
     picture, lengths, reconstruction, probabilities = axes
     picture.imshow(view["image"].numpy(), cmap="gray_r", vmin=0, vmax=1)
     picture.set_title(f"label {label}: rot {rotation:+.0f}, shear {shear:+.2f}, scale {scale:.2f}", fontsize=9)
@@ -133,10 +135,10 @@ def plot_transformed_digit(
         ax.set_yticks([])
     total = float(view["lengths"].sum())
     for ax, values, name, guess, quantity in (
-        (lengths, view["lengths"], f"CapsNet: capsule lengths (sum {total:.2f})", view["capsnet_prediction"],
-         "length |v_j| (each in [0, 1))"),
+        (lengths, view["lengths"], f"CapsNet: capsule lengths, each in [0, 1) (sum {total:.2f})", view["capsnet_prediction"],
+         "length |v_j|"),
         (probabilities, view["probabilities"], "CNN: softmax (sums to 1)", view["cnn_prediction"],
-         "probability (a share of 1)"),
+         "probability (softmax)"),
     ):  # fmt: skip
         colours = ["tab:green" if k == label else ("tab:red" if k == guess else "tab:gray") for k in range(10)]
         ax.bar(range(10), values.numpy(), color=colours)

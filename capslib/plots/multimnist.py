@@ -194,7 +194,8 @@ def difference_colours(limit: float = COUPLING_LIMIT):
         raise ValueError(f"limit must be a number in (0, 1] (c_A - c_B lies in [-1, 1]), got {limit!r}")
     # 257 colours, an odd number: the middle one, white, is exactly c_A - c_B = 0
     cmap = LinearSegmentedColormap.from_list("b_white_a", [DIGIT_COLOURS[1], "white", DIGIT_COLOURS[0]], N=257)
-    zoom = "\n(the full range)" if limit == COUPLING_LIMIT else f"\n(ZOOMED {COUPLING_LIMIT / limit:.0f}x; full: -1 .. 1)"
+    full = limit == COUPLING_LIMIT
+    zoom = "\n(the full range)" if full else f"\n(ZOOMED {COUPLING_LIMIT / limit:.0f}x; full: -1 .. 1)"
     label = f"c_A - c_B, fixed {-limit:g} .. {limit:g}{zoom}"
     return cmap, Normalize(-limit, limit), label
 

@@ -133,10 +133,9 @@ def plot_transformed_digit(
     for ax in (picture, reconstruction):
         ax.set_xticks([])
         ax.set_yticks([])
-    total = float(view["lengths"].sum())
+    lengths_title = f"CapsNet: capsule lengths, each in [0, 1) (sum {float(view['lengths'].sum()):.2f})"
     for ax, values, name, guess, quantity in (
-        (lengths, view["lengths"], f"CapsNet: capsule lengths, each in [0, 1) (sum {total:.2f})", view["capsnet_prediction"],
-         "length |v_j|"),
+        (lengths, view["lengths"], lengths_title, view["capsnet_prediction"], "length |v_j|"),
         (probabilities, view["probabilities"], "CNN: softmax (sums to 1)", view["cnn_prediction"],
          "probability (softmax)"),
     ):  # fmt: skip

@@ -62,11 +62,12 @@ def test_a_small_change_looks_small_and_a_zoom_says_so(pair):
     assert np.abs(np.asarray(cmap(norm(1.0)))[:3] - white).max() > 0.5  # full A is strongly coloured
     up, down = np.asarray(cmap(norm(0.5)))[:3], np.asarray(cmap(norm(-0.5)))[:3]
     assert abs((1 - up).sum() - (1 - down).sum()) < 0.15, (up, down)  # symmetric strength for A and B
-    assert "-1 .. 1" in label and "ZOOMED" not in label
+    assert "-1 .. 1" in label and "full range" in label and "ZOOMED" not in label
     image, _, _, labels = pair
     fig = pm.plot_pair_coupling(image, torch.zeros(2, 10, 10), labels, limit=0.2)
     assert {im.get_clim() for im in grid_images(fig)} == {(-0.2, 0.2)}
-    assert "ZOOMED" in fig._suptitle.get_text()
+    assert "ZOOMED 5x" in fig._suptitle.get_text() and "the full range is -1 .. 1" in fig._suptitle.get_text()
+    assert "ZOOMED 5x; full: -1 .. 1" in pm.difference_colours(0.2)[2]
     for bad in (0, 1.5, "1"):
         with pytest.raises(ValueError, match="limit"):
             pm.difference_colours(bad)
@@ -93,14 +94,26 @@ def test_lengths_panel_keeps_its_axes_while_the_iterations_change(pair):
     assert axes[0] == axes[1] == ((0.5, 5.5), (0.0, 1.0))
 
 
-def test_overlay_puts_each_digit_in_its_channel(pair):
+def test_overlay_draws_each_digit_as_ink_on_white(pair):
     image, first, second, _ = pair
-    rgb = pm.overlay(image, first, second, grey=0.45)
+    rgb = pm.overlay(image, first, second, grey=0.3)
     assert rgb.shape == (36, 36, 3)
-    np.testing.assert_allclose(rgb[..., 0], np.clip(0.45 * image[0].numpy() + first[0].numpy(), 0, 1), atol=1e-6)
-    np.testing.assert_allclose(rgb[..., 1], np.clip(0.45 * image[0].numpy() + second[0].numpy(), 0, 1), atol=1e-6)
-    np.testing.assert_allclose(rgb[..., 2], 0.45 * image[0].numpy(), atol=1e-6)
-    assert rgb[12, 17, 0] == 1.0 and rgb[12, 17, 1] == 1.0  # where they cross: yellow
+    x, a, b = image[0].numpy(), first[0].numpy(), second[0].numpy()
+    np.testing.assert_allclose(rgb[..., 0], 1 - np.clip(0.3 * x + b, 0, 1), atol=1e-6)  # green ink takes red
+    np.testing.assert_allclose(rgb[..., 1], 1 - np.clip(0.3 * x + a, 0, 1), atol=1e-6)  # red ink takes green
+    np.testing.assert_allclose(rgb[..., 2], 1 - np.clip(0.3 * x + a + b, 0, 1), atol=1e-6)
+    blank = pm.overlay(torch.zeros_like(image), torch.zeros_like(first), torch.zeros_like(second))
+    np.testing.assert_allclose(blank, 1.0)  # no ink: white paper
+    np.testing.assert_allclose(rgb[12, 17], 0.0, atol=1e-6)  # where they cross: black
+
+
+def test_fitted_limit_fits_the_values_with_a_round_number():
+    assert pm.fitted_limit(torch.tensor([-0.0145, 0.0045])) == 0.02
+    assert pm.fitted_limit([torch.tensor([0.003]), np.array([[-0.004]])]) == 0.005
+    assert pm.fitted_limit(torch.tensor([0.2, -0.1])) == 0.2
+    assert pm.fitted_limit(torch.tensor([0.7])) == 1.0 and pm.fitted_limit(torch.zeros(3)) == 1.0
+    with pytest.raises(ValueError, match="non-empty"):
+        pm.fitted_limit(torch.zeros(0))
 
 
 def test_figure5_titles_and_marks_the_wrong_pairs(pair):
@@ -132,7 +145,7 @@ def test_made_pair_draws_the_lengths_on_a_fixed_axis(pair):
     assert "NOT both right" in pm.plot_made_pair(image, first, second, labels, lengths).axes[2].get_title()
 
 
-def test_iteration_study_plots_the_errors_it_is_given():
+def test_iteration_study_plots_the_errors_it_is_given_with_their_error_bars():
     record = {
         "name": "m",
         "test_pairs": 200,
@@ -142,16 +155,23 @@ def test_iteration_study_plots_the_errors_it_is_given():
         ],
     }
     fig = pm.plot_iteration_study(record, references=[("paper", 3, 5.2)])
-    both, one, paper = fig.axes[0].lines[:3]
-    np.testing.assert_allclose(both.get_ydata(), [20.0, 10.0])  # sorted by iterations: 1, 3
+    both = fig.axes[0].containers[0].lines[0]  # the error curve drawn with its error bars
+    one, paper = (next(line for line in fig.axes[0].lines if line.get_marker() == m) for m in ("s", "*"))
+    np.testing.assert_allclose(np.asarray(both.get_ydata(), dtype=float), [20.0, 10.0])  # sorted by iterations: 1, 3
     np.testing.assert_allclose(one.get_ydata(), [2.0, 1.0])
     assert list(paper.get_xdata()) == [3] and list(paper.get_ydata()) == [5.2]
+    bars = fig.axes[0].containers[0].lines[2][0].get_segments()  # the vertical error bars, iterations 1, 3
+    se = [100 * np.sqrt(0.8 * 0.2 / 200), 100 * np.sqrt(0.9 * 0.1 / 200)]  # binomial standard errors
+    np.testing.assert_allclose([seg[:, 1] for seg in bars], [[20 - se[0], 20 + se[0]], [10 - se[1], 10 + se[1]]])
     np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.0, 0.02])
 
 
-def test_separation_noise_looks_flat():
-    rows = [{"iterations": r, "both_right": 0.5, "at_least_one_right": 0.9, "separation": 1e-9 * r} for r in (1, 2)]
+def test_separation_is_drawn_on_its_full_scale():
+    rows = [{"iterations": r, "both_right": 0.5, "at_least_one_right": 0.9, "separation": 0.003 * r} for r in (1, 2)]
     fig = pm.plot_iteration_study({"name": "m", "test_pairs": 10, "results": rows})
-    assert fig.axes[1].get_ylim() == (-0.05, 0.05)  # not stretched to 1e-9
-    rows[1]["separation"] = 0.5
-    assert fig.axes[1].get_ylim() != pm.plot_iteration_study({"test_pairs": 10, "results": rows}).axes[1].get_ylim()
+    low, high = fig.axes[1].get_ylim()
+    assert low <= 0 and high >= 1  # complete separation (1) is on the axis: thousandths look small
+    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in fig.axes[1].lines)  # and marked
+    assert "full scale" in fig.axes[1].get_title()
+    rows[1]["separation"] = -0.5  # a negative separation extends the axis to -1
+    assert pm.plot_iteration_study({"test_pairs": 10, "results": rows}).axes[1].get_ylim()[0] == -1.0

@@ -75,3 +75,7 @@ def test_the_digit_view_draws_the_view_on_fixed_scales_at_every_slider_position(
         assert lengths.get_ylim() == (0, 1) and probabilities.get_ylim() == (0, 1)
         assert picture.images[0].get_clim() == (0, 1) and reconstruction.images[0].get_clim() == (0, 1)
         assert f"rot {rotation:+.0f}" in picture.get_title()
+        # two quantities, two labels; digits dark on white as in the rest of the series
+        assert lengths.get_ylabel().startswith("length") and probabilities.get_ylabel().startswith("probability")
+        assert f"sum {float(view['lengths'].sum()):.2f}" in lengths.get_title()
+        assert picture.images[0].get_cmap().name == reconstruction.images[0].get_cmap().name == "gray_r"

@@ -5,7 +5,8 @@ Pure plotting functions (the conventions are in :mod:`capslib.plots.common`). Th
 (routing a pair, reconstructing from the two longest capsules) is in :mod:`capslib.analysis.separation`.
 
 One colour per digit throughout: the first digit of a pair (A) is red, the second (B) green, as in
-the paper's Figure 5 (reconstructions in the red and green channels; where both are drawn, yellow).
+the paper's Figure 5, but drawn as ink on white paper like every digit of the series (red ink and
+green ink together make black where both are drawn).
 
 Shapes use the package vocabulary; ``H' x W'`` is the primary-capsule grid (10x10 for 36x36 pairs).
 """
@@ -28,6 +29,7 @@ __all__ = [
     "COUPLING_LIMIT",
     "overlay",
     "difference_colours",
+    "fitted_limit",
     "plot_made_pair",
     "plot_reconstruction_pair",
     "plot_figure5",
@@ -40,7 +42,7 @@ DIGIT_COLOURS = ("tab:red", "tab:green")
 """Digit A (the first of a pair) and digit B, in every figure here."""
 COUPLING_LIMIT = 1.0
 """The default half-range of the coupling-difference colour scale: every value ``c_A - c_B`` can take."""
-SEPARATION_AXIS = 0.05  # the separation panel's y axis spans at least -0.05 .. 0.05
+FULL_SEPARATION = 1.0  # the separation of a pair whose capsules each route all their output to their own digit
 FIELD_CENTRE, STRIDE = 8, 2  # primary capsule (row, col) sees pixels 2 row .. 2 row + 16: centre 2 row + 8
 
 
@@ -51,10 +53,11 @@ def _pair_labels(labels, name: str = "labels") -> tuple[int, int]:
     return values[0], values[1]
 
 
-def overlay(image, first, second, grey: float = 0.45) -> np.ndarray:
-    """The paper's Figure 5 colours: ``(H, W, 3)`` RGB in [0, 1], the input in grey (``grey`` x its
-    intensity in every channel, on black), plus ``first`` in the red and ``second`` in the green
-    channel (yellow where both are bright). Grey strokes are input that neither explains.
+def overlay(image, first, second, grey: float = 0.3) -> np.ndarray:
+    """The paper's Figure 5 colours as ink on white paper: ``(H, W, 3)`` RGB in [0, 1]. The input
+    is light grey ink (``grey`` x its intensity taken off every channel), ``first`` red ink (taken
+    off green and blue), ``second`` green ink (taken off red and blue); where both are drawn the
+    inks add to black. Grey strokes are input that neither explains.
 
     Args:
         image: ``(1, H, W)`` the pair; first, second: ``(1, H, W)`` the two images to overlay
@@ -66,10 +69,12 @@ def overlay(image, first, second, grey: float = 0.45) -> np.ndarray:
         raise ValueError(
             f"image, first and second must have the same (H, W), got {base.shape}, {red.shape}, {green.shape}"
         )
-    rgb = np.repeat(grey * base[..., None], 3, axis=2)  # (H, W, 3)
-    rgb[..., 0] += red
-    rgb[..., 1] += green
-    return np.clip(rgb, 0.0, 1.0)
+    ink = np.repeat(grey * base[..., None], 3, axis=2)  # (H, W, 3): ink taken off white
+    ink[..., 1] += red  # red ink absorbs green and blue
+    ink[..., 2] += red
+    ink[..., 0] += green  # green ink absorbs red and blue
+    ink[..., 2] += green
+    return 1.0 - np.clip(ink, 0.0, 1.0)
 
 
 def plot_made_pair(image, first, second, labels, lengths, title: str | None = None):
@@ -90,8 +95,8 @@ def plot_made_pair(image, first, second, labels, lengths, title: str | None = No
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
     zero = np.zeros_like(image2d(image))
     axes[0].imshow(overlay(zero, first, second))
-    axes[0].set_title(f"A = {label_a} (red), B = {label_b} (green)\nyellow: where they overlap", fontsize=9)
-    axes[1].imshow(image2d(image), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"A = {label_a} (red), B = {label_b} (green)\nblack: where they overlap", fontsize=9)
+    axes[1].imshow(image2d(image), cmap="gray_r", vmin=0, vmax=1)
     axes[1].set_title("the input: A + B, clipped to [0, 1]", fontsize=9)
     for ax in axes[:2]:
         ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
@@ -138,7 +143,8 @@ def plot_reconstruction_pair(image, reconstructions, labels, predicted, ax=None)
 
 def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, title: str | None = None):
     """The paper's Figure 5 for several pairs: per pair the input (top) and, below it, the two
-    reconstructions from the two longest capsules overlaid on it in red and green.
+    reconstructions from the two longest capsules overlaid on it in red and green ink (black where
+    both are drawn).
 
     Args:
         images: ``(P, 1, H, W)`` pairs; reconstructions: ``(P, 2, 1, H, W)``; labels, predicted: ``(P, 2)``
@@ -163,7 +169,7 @@ def plot_figure5(images, reconstructions, labels, predicted, ncols: int = 6, tit
         top, bottom = axes[2 * (k // ncols), k % ncols], axes[2 * (k // ncols) + 1, k % ncols]
         top.axis("on")
         bottom.axis("on")
-        top.imshow(image2d(images[k]), cmap="gray", vmin=0, vmax=1)
+        top.imshow(image2d(images[k]), cmap="gray_r", vmin=0, vmax=1)
         no_ticks(top)
         plot_reconstruction_pair(images[k], reconstructions[k], labels[k], predicted[k], ax=bottom)
         top.set_title(bottom.get_title(), fontsize=9, color=bottom.title.get_color())  # above the pair it names
@@ -179,17 +185,38 @@ def difference_colours(limit: float = COUPLING_LIMIT):
     """The fixed colour scale of the coupling difference ``c_A - c_B``: ``(cmap, norm, label)``.
 
     Green (digit B) through white (an even split) to red (digit A), linear and symmetric: from
-    ``-limit`` to ``+limit``, the same for every pair, iteration and slider position. Nothing
-    depends on the data, so a change of 0.01 always looks like 0.01 of the range; a narrower
-    ``limit`` is a zoom and every label says its range.
+    ``-limit`` to ``+limit``, the same for every pair, iteration and slider position, so a change
+    of 0.01 always looks like 0.01 of the range. The full range is 1 (complete separation); a
+    narrower ``limit`` (one fitted to the values of a whole set of pairs, :func:`fitted_limit`) is a
+    zoom, and the label says by how much.
     """
     if isinstance(limit, bool) or not (isinstance(limit, int | float) and 0 < limit <= 1):
         raise ValueError(f"limit must be a number in (0, 1] (c_A - c_B lies in [-1, 1]), got {limit!r}")
     # 257 colours, an odd number: the middle one, white, is exactly c_A - c_B = 0
     cmap = LinearSegmentedColormap.from_list("b_white_a", [DIGIT_COLOURS[1], "white", DIGIT_COLOURS[0]], N=257)
-    zoom = "" if limit == COUPLING_LIMIT else " (ZOOMED)"
+    full = limit == COUPLING_LIMIT
+    zoom = "\n(the full range)" if full else f"\n(ZOOMED {COUPLING_LIMIT / limit:.0f}x; full: -1 .. 1)"
     label = f"c_A - c_B, fixed {-limit:g} .. {limit:g}{zoom}"
     return cmap, Normalize(-limit, limit), label
+
+
+def fitted_limit(values) -> float:
+    """The half-range of a colour scale that fits ``values`` (any shape, in [-1, 1]): their largest
+    ``|value|`` rounded up to 1, 2 or 5 times a power of ten (0.0145 -> 0.02), at most 1.
+
+    Fit it once to everything a figure or slider can show (every pair and iteration offered), and
+    pass it as ``limit``: the scale is then fixed across slider positions and filled by the data.
+    """
+    parts = values if isinstance(values, list | tuple) else [values]
+    array = np.abs(np.concatenate([np.asarray(_np(v), dtype=float).reshape(-1) for v in parts] or [np.zeros(0)]))
+    if array.size == 0 or not np.isfinite(array).all():
+        raise ValueError(f"values must be a non-empty set of finite numbers, got {array.size} values")
+    largest = float(array.max())
+    if largest == 0.0:
+        return COUPLING_LIMIT
+    power = 10.0 ** math.floor(math.log10(largest))
+    step = next(m for m in (1, 2, 5, 10) if m * power >= largest * (1 - 1e-6))
+    return min(COUPLING_LIMIT, float(f"{step * power:.1g}"))
 
 
 def plot_coupling_difference(
@@ -302,7 +329,8 @@ def plot_pair_coupling(
     heading = title or f"Routing on a pair: A = {label_a} (red), B = {label_b} (green)"
     # The colour range is FIXED (never the data's min/max): a per-figure range would stretch a
     # 0.001 change to full red, and two slider positions would not compare. Print it, so nobody has to guess.
-    zoom = "" if limit == COUPLING_LIMIT else f" (ZOOMED: only {-limit:g} .. {limit:g})"
+    zoom = (" (the full range: 1 = complete separation)" if limit == COUPLING_LIMIT
+            else f" (ZOOMED {COUPLING_LIMIT / limit:.0f}x: the full range is -1 .. 1)")  # fmt: skip
     fig.suptitle(
         f"{heading}\neach square: a primary-grid position, the |u|-weighted mean over its capsule types of c_A - c_B\n"
         f"fixed colour range {-limit:g} .. {limit:g}{zoom}; values drawn {grids.min():+.4f} .. {grids.max():+.4f}",
@@ -313,6 +341,11 @@ def plot_pair_coupling(
 
 def plot_iteration_study(study: dict, axes=None, references: Sequence[tuple[str, int, float]] = ()):
     """The iteration study (:func:`capslib.experiments.multimnist_study.load_iteration_study`) as two panels.
+
+    Left: the error per iteration count with +- one binomial standard error,
+    ``sqrt(p (1 - p) / n)`` over the ``n`` test pairs. Right: the separation on its FULL scale, 0
+    (uniform coupling) to 1 (every capsule routes all its output to its own digit), both marked, so
+    that a separation of a few thousandths looks like a few thousandths.
 
     Args:
         study: the dict with ``results`` rows (``iterations``, ``both_right``, ``at_least_one_right``,
@@ -330,14 +363,16 @@ def plot_iteration_study(study: dict, axes=None, references: Sequence[tuple[str,
         _, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
     counts = [row["iterations"] for row in rows]
     both = [100 * (1 - row["both_right"]) for row in rows]
+    spread = [100 * math.sqrt(row["both_right"] * (1 - row["both_right"]) / study["test_pairs"]) for row in rows]
     one = [100 * (1 - row["at_least_one_right"]) for row in rows]
     ax = axes[0]
-    ax.plot(counts, both, "o-", color="black", label="not both right (the paper's error)")
+    ax.errorbar(counts, both, yerr=spread, fmt="o-", color="black", capsize=4,
+                label="not both right (the paper's error), +- 1 standard error")  # fmt: skip
     ax.plot(counts, one, "s--", color="grey", label="neither right (context)")
     for k, (label, r, error) in enumerate(references):
         ax.plot([r], [error], marker="*^v"[k % 3], ms=11, ls="none", label=label)
-    for r, value in zip(counts, both, strict=True):
-        ax.annotate(f"{value:.2f}", (r, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    for r, value, sd in zip(counts, both, spread, strict=True):
+        ax.annotate(f"{value:.2f}", (r, value + sd), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
     ax.set(xlabel="routing iterations", ylabel="test error (%)", ylim=(0, None), xticks=counts)
     ax.set_title(f"{study.get('name', 'model')}: {study['test_pairs']:,} test pairs", fontsize=10)
     ax.legend(fontsize=8)
@@ -345,14 +380,17 @@ def plot_iteration_study(study: dict, axes=None, references: Sequence[tuple[str,
     ax = axes[1]
     if all("separation" in row for row in rows):
         separation = [row["separation"] for row in rows]
-        ax.plot(counts, separation, "o-", color="tab:purple")
+        ax.plot(counts, separation, "o-", color="tab:purple", label="measured")
         for r, value in zip(counts, separation, strict=True):
             ax.annotate(f"{value:+.4f}", (r, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-        ax.axhline(0.0, color="grey", lw=0.8)
-        # At least +-SEPARATION_AXIS, symmetric: float noise of 1e-9 must look flat, not like a fall off a cliff.
-        reach = max(SEPARATION_AXIS, 1.2 * max(abs(value) for value in separation))
-        ax.set(xlabel="routing iterations", ylabel="own - other coupling", xticks=counts, ylim=(-reach, reach))
-        ax.set_title("separation: coupling to own digit minus to the other", fontsize=10)
+        ax.axhline(FULL_SEPARATION, color="tab:purple", ls="--", lw=1, label="complete separation (1)")
+        ax.axhline(0.0, color="grey", lw=0.8, label="none: uniform coupling (0)")
+        # The whole scale, never a zoom: on it the measured thousandths look like thousandths.
+        low = -FULL_SEPARATION if min(separation) < -0.1 * FULL_SEPARATION else -0.1 * FULL_SEPARATION
+        ax.set(xlabel="routing iterations", ylabel="own - other coupling", xticks=counts,
+               ylim=(low, 1.1 * FULL_SEPARATION))  # fmt: skip
+        ax.set_title("separation on its full scale, 0 (none) to 1 (complete)", fontsize=10)
+        ax.legend(fontsize=8, loc="center right")
         ax.grid(alpha=0.3)
     else:
         ax.axis("off")

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import LogNorm
+from matplotlib.patches import Patch
 
 from ..experiments.table1 import PAPER_TEST_ERROR, VARIANTS
 from ..utils import to_numpy as _np
@@ -136,56 +137,69 @@ def _paper_mean(text: str) -> float:
 
 
 def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
-    """Test error and affine accuracy per Table 1 variant: every run as a dot, the mean as a bar with
-    +- one sample standard deviation, and the paper's test error beside ours on its own axis.
+    """Table 1 beside our runs: the test error of every variant, ours and the paper's, as bars on ONE
+    axis (so that 6% and 0.3% look as different as they are), and our affine accuracy.
+
+    Ours: every run as a dot, the mean as a bar with +- one sample standard deviation. The paper's:
+    its mean, hatched, with its "mean +- std" written above. A variant only one side ran (our
+    ``cnn-small``, the paper's 35.4M-parameter ``cnn-baseline``) has one bar.
 
     Args:
         results: raw per-run results (:func:`capslib.experiments.ablation.load_results`): ``variant``, ``seed``,
             ``test_accuracy``, ``affine_accuracy``.
-        axes: three matplotlib axes, or None for a new figure.
-        budget: the training budget, for the title (e.g. "1 epoch of 10,000 images").
+        axes: two matplotlib axes (test error, affine accuracy), or None for a new figure.
+        budget: our training budget, for the legend and titles (e.g. "1 epoch of 10,000 images").
 
     Returns:
-        The three axes: our test error %, the paper's test error %, our affine accuracy %.
+        The two axes: test error % (ours and the paper's), our affine accuracy %.
     """
     names = [name for name in VARIANTS if any(r["variant"] == name for r in results)]
     if not names:
         raise ValueError(f"no results of a known variant; expected some of {list(VARIANTS)}")
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.2, 1, 1.2]})
-    ours, paper, affine = axes
-    x = np.arange(len(names))
-    for i, name in enumerate(names):
+        _, axes = plt.subplots(1, 2, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.7, 1]})
+    errors, affine = axes
+    ours_label = f"ours: {budget}" if budget else "ours"
+    paper_label = "Sabour et al. 2017, Table 1 (full training)"
+    slots = [name for name in VARIANTS if name in names or name in PAPER_TEST_ERROR]
+    for i, name in enumerate(slots):
+        colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
         runs = [r for r in results if r["variant"] == name]
+        if runs:
+            _mean_bar(errors, i - 0.2, [100 * (1 - r["test_accuracy"]) for r in runs], colour, 0.38)
+        if name in PAPER_TEST_ERROR:
+            text = PAPER_TEST_ERROR[name]
+            errors.bar(i + 0.2, _paper_mean(text), color=colour, alpha=0.8, width=0.38, hatch="//", ec="black")
+            errors.text(i + 0.2, _paper_mean(text), text, ha="center", va="bottom", fontsize=7, rotation=90)
+    for i, name in enumerate(names):
         colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
-        for ax, values in (
-            (ours, [100 * (1 - r["test_accuracy"]) for r in runs]),
-            (affine, [100 * r["affine_accuracy"] for r in runs if r.get("affine_accuracy") is not None]),
-        ):
-            if not values:
-                continue
-            mean = float(np.mean(values))
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            ax.bar(i, mean, color=colour, alpha=0.35, width=0.6)
-            ax.errorbar(i, mean, yerr=std, color="black", capsize=4, lw=1)
-            ax.plot(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, "k.", ms=5)
-    # Bars start at zero on every axis: differences are read against the whole height, not a zoom.
-    for ax, title, label in (
-        (ours, f"Test error here{': ' + budget if budget else ''}", "test error % (10,000 images)"),
-        (paper, "Test error in the paper (Table 1)", "test error %"),
-        (affine, "Affine test set accuracy here", "accuracy % (10,000 images)"),
-    ):
-        if ax is not paper:
-            ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_ylim(bottom=0)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(label)
-    # The paper's panel shows all of Table 1, its 35.4M-parameter CNN included, whatever we trained.
-    for i, (name, text) in enumerate(PAPER_TEST_ERROR.items()):
-        colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
-        paper.bar(i, _paper_mean(text), color=colour, alpha=0.35, width=0.6)
-        paper.text(i, _paper_mean(text), text, ha="center", va="bottom", fontsize=8)
-    paper.set_xticks(range(len(PAPER_TEST_ERROR)), list(PAPER_TEST_ERROR), rotation=30, ha="right")
+        runs = [r for r in results if r["variant"] == name and r.get("affine_accuracy") is not None]
+        values = [100 * r["affine_accuracy"] for r in runs]
+        if values:
+            _mean_bar(affine, i, values, colour, 0.6)
+    # One y axis for both: the paper's errors are a twentieth of ours, and they should look it.
+    errors.set_xticks(range(len(slots)), slots, rotation=30, ha="right")
+    errors.set_ylim(bottom=0)
+    errors.set(ylabel="MNIST test error % (10,000 images)")
+    errors.set_title(f"Test error, ours ({budget or 'our budget'}) and the paper's, on one axis", fontsize=10)
+    errors.legend(
+        handles=[Patch(fc="0.8", label=ours_label), Patch(fc="0.8", hatch="//", ec="black", label=paper_label)],
+        fontsize=8,
+        loc="upper left",
+    )
+    affine.set_xticks(range(len(names)), names, rotation=30, ha="right")
     affine.set_ylim(0, 100)
-    ours.figure.tight_layout()
+    affine.set(ylabel="accuracy % (10,000 images)")
+    affine.set_title(f"Affine test set accuracy here{': ' + budget if budget else ''}", fontsize=10)
+    errors.figure.tight_layout()
     return axes
+
+
+def _mean_bar(ax, x: float, values: Sequence[float], colour: str, width: float) -> None:
+    """A bar at the mean of ``values``, +- one sample standard deviation, every value as a dot."""
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    ax.bar(x, mean, color=colour, alpha=0.35, width=width)
+    ax.errorbar(x, mean, yerr=std, color="black", capsize=4, lw=1)
+    spread = np.linspace(-0.25, 0.25, len(values)) * width if len(values) > 1 else np.zeros(1)
+    ax.plot(x + spread, values, "k.", ms=5)

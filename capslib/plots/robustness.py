@@ -111,30 +111,39 @@ def plot_transformed_digit(
 ):
     """The transformed digit, CapsNet's capsule lengths and reconstruction, and the CNN's softmax.
 
-    Fixed scales at every slider position: the images on [0, 1], the capsule lengths and the
-    probabilities on [0, 1], so a bar that moves a little looks like it moved a little.
+    Two different quantities, on two differently labelled axes: a capsule length ``|v_j|`` is each
+    class's own number in [0, 1) (they need not sum to 1: the title prints their sum), a softmax
+    probability is a share of one total (they sum to 1). Fixed scales at every slider position: the
+    images on [0, 1] (ink dark on white, as everywhere in the series), both bar axes on [0, 1], so
+    a bar that moves a little looks like it moved a little.
 
     Returns:
         The four axes (input, lengths, reconstruction, CNN probabilities).
     """
     view = transformed_view(capsnet, cnn, image, rotation, shear, scale)
     if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(14, 3.2), gridspec_kw={"width_ratios": [1, 1.6, 1, 1.6]})
+        _, axes = plt.subplots(
+            1, 4, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1, 1.6, 1, 1.6]}, layout="constrained"
+        )
     picture, lengths, reconstruction, probabilities = axes
-    picture.imshow(view["image"].numpy(), cmap="gray", vmin=0, vmax=1)
+    picture.imshow(view["image"].numpy(), cmap="gray_r", vmin=0, vmax=1)
     picture.set_title(f"label {label}: rot {rotation:+.0f}, shear {shear:+.2f}, scale {scale:.2f}", fontsize=9)
-    reconstruction.imshow(view["reconstruction"].numpy(), cmap="gray", vmin=0, vmax=1)
+    reconstruction.imshow(view["reconstruction"].numpy(), cmap="gray_r", vmin=0, vmax=1)
     reconstruction.set_title(f"CapsNet redraws capsule {view['capsnet_prediction']}", fontsize=9)
     for ax in (picture, reconstruction):
-        ax.axis("off")
-    for ax, values, name, guess in (
-        (lengths, view["lengths"], "CapsNet capsule lengths", view["capsnet_prediction"]),
-        (probabilities, view["probabilities"], "CNN softmax", view["cnn_prediction"]),
-    ):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    lengths_title = f"CapsNet: capsule lengths, each in [0, 1) (sum {float(view['lengths'].sum()):.2f})"
+    for ax, values, name, guess, quantity in (
+        (lengths, view["lengths"], lengths_title, view["capsnet_prediction"], "length |v_j|"),
+        (probabilities, view["probabilities"], "CNN: softmax (sums to 1)", view["cnn_prediction"],
+         "probability (softmax)"),
+    ):  # fmt: skip
         colours = ["tab:green" if k == label else ("tab:red" if k == guess else "tab:gray") for k in range(10)]
         ax.bar(range(10), values.numpy(), color=colours)
         ax.set_ylim(0, 1)
         ax.set_xticks(range(10))
+        ax.set(xlabel="class", ylabel=quantity)
         verdict = "right" if guess == label else "WRONG"
-        ax.set_title(f"{name}: predicts {guess} ({verdict})", fontsize=9)
+        ax.set_title(f"{name}\npredicts {guess} ({verdict})", fontsize=9)
     return axes

@@ -29,7 +29,14 @@ from ..utils import check_index
 from ..utils import to_numpy as _np
 from .common import colourbar_extend
 
-__all__ = ["FULL_RANGE", "coupling_colours", "plot_coupling", "plot_coupling_types", "plot_coupling_spread"]
+__all__ = [
+    "FULL_RANGE",
+    "coupling_colours",
+    "plot_coupling",
+    "plot_coupling_types",
+    "plot_coupling_spread",
+    "plot_receptive_fields",
+]
 
 
 FULL_RANGE = (0.0, 1.0)
@@ -276,4 +283,61 @@ def plot_coupling_spread(maps: dict[str, torch.Tensor], bins: int = 45, axes=Non
     fig.suptitle(
         title or f"Coupling of the {num_in} input capsules, per routing iteration (fixed bins over the full range)"
     )
+    return fig
+
+
+def plot_receptive_fields(
+    image: torch.Tensor,
+    positions: list[tuple[int, int]],
+    grid_size: tuple[int, int] = (6, 6),
+    labels: list[str] | None = None,
+    ax=None,
+    title: str | None = None,
+):
+    """The pixels that primary-capsule grid positions see, drawn on the image.
+
+    Each position ``(row, col)`` of ``positions`` gets its receptive field
+    (:func:`capslib.analysis.interpret.receptive_fields`: 17x17 pixels for MNIST) as a tinted,
+    outlined square with a dot at its centre; the centres of all ``H' x W'`` grid positions are
+    small black dots. The axes extend one pixel beyond the image on every side, so a field that
+    touches the image border still shows all four edges (drawn flush with the axes, a field at
+    ``(0, 0)`` would show only two lines, which read as crosshairs).
+
+    Args:
+        image: ``(C, H, W)`` or ``(H, W)``; the first channel is drawn, dark on light as everywhere
+            in the series.
+        positions: grid positions ``(row, col)``, each in ``[0, H') x [0, W')``.
+        grid_size: ``(H', W')``, the primary-capsule grid (6x6 for 28x28 MNIST).
+        labels: one legend entry per position (default ``"grid (row, col)"``).
+        ax: the axes to draw on (default: a new figure).
+
+    Returns:
+        The figure.
+    """
+    if image.dim() not in (2, 3):
+        raise ValueError(f"image must be (C, H, W) or (H, W), got shape {tuple(image.shape)}")
+    if not positions:
+        raise ValueError("positions must name at least one grid position (row, col), got none")
+    labels = labels or [f"grid ({row}, {col})" for row, col in positions]
+    if len(labels) != len(positions):
+        raise ValueError(f"expected one label per position ({len(positions)}), got {len(labels)}")
+    picture = image.reshape(-1, *image.shape[-2:])[0].detach().cpu()  # (H, W)
+    boxes = receptive_fields(grid_size)  # (H', W', 4): top, left, bottom, right
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.4, 4.4))
+    ax.imshow(_np(picture), cmap="gray_r", vmin=0, vmax=1)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, ((row, col), label) in enumerate(zip(positions, labels, strict=True)):
+        row, col = check_index("row", row, grid_size[0]), check_index("col", col, grid_size[1])
+        top, left, bottom, right = boxes[row, col].tolist()
+        colour = colours[k % len(colours)]
+        width, height = right - left + 1, bottom - top + 1
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fc=colour, alpha=0.15, ec="none"))
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False, lw=2, ec=colour))
+        ax.plot((left + right) / 2, (top + bottom) / 2, "o", color=colour, label=label)
+    centres = boxes[..., :2].float() + (boxes[0, 0, 2:] - boxes[0, 0, :2]).float() / 2  # (H', W', 2)
+    ax.plot(_np(centres[..., 1].flatten()), _np(centres[..., 0].flatten()), "k.", ms=3, label="grid centres")
+    height, width = picture.shape
+    ax.set(xlim=(-1.5, width + 0.5), ylim=(height + 0.5, -1.5), xlabel="x (pixels)", ylabel="y (pixels)")
+    ax.set_title(title or "Receptive fields of primary-capsule grid positions")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig

@@ -25,6 +25,7 @@ room and the rooms listed before it; a plot never imports the trainer)::
     capslib/
       functional.py      squash (Eq. 1), margin loss (Eq. 4), reconstruction loss, input checks
       routing.py         Procedure 1, the readable reference; the table of routing implementations
+      routing_algorithms.py  the other routing algorithms (uniform, self-attention, EM), one table
       fused_routing.py   the same maths fused (an optimisation, picked by name)
       layers.py          PrimaryCaps, RoutingCaps, Decoder
       model.py           CapsNet
@@ -49,11 +50,13 @@ from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
 from .pretrained import load_checkpoint, load_pretrained
 from .routing import ROUTING_IMPLEMENTATIONS, RoutingResult, RoutingStep, dynamic_routing
+from .routing_algorithms import ROUTING_ALGORITHMS
 from .utils import eval_mode, get_device, seed_everything
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ROUTING_ALGORITHMS",
     "ROUTING_IMPLEMENTATIONS",
     "CapsNet",
     "CapsNetOutput",

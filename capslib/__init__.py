@@ -28,7 +28,8 @@ room and the rooms listed before it; a plot never imports the trainer)::
       routing_algorithms.py  the other routing algorithms (uniform, self-attention, EM), one table
       fused_routing.py   the same maths fused (an optimisation, picked by name)
       layers.py          PrimaryCaps, RoutingCaps, Decoder
-      model.py           CapsNet
+      model.py           CapsNet (and CapsuleClassifier, what capsule classifiers share)
+      efficient_capsnet.py  Efficient-CapsNet, a small capsule network (Mazzia et al. 2021)
       baselines.py       the paper's baseline CNN and a small one
       pretrained.py      shipped weights and reading checkpoint files
       utils.py           seeds, devices, eval mode, atomic writes, where data lives
@@ -44,6 +45,7 @@ room and the rooms listed before it; a plot never imports the trainer)::
 """
 
 from .analysis.tracing import ShapeTable, trace_shapes
+from .efficient_capsnet import EfficientCapsNet
 from .functional import margin_loss, reconstruction_loss, squash
 from .fused_routing import routed_capsules
 from .layers import Decoder, PrimaryCaps, RoutingCaps
@@ -61,6 +63,7 @@ __all__ = [
     "CapsNet",
     "CapsNetOutput",
     "Decoder",
+    "EfficientCapsNet",
     "PrimaryCaps",
     "RoutingCaps",
     "RoutingResult",

@@ -38,9 +38,10 @@ room and the rooms listed before it; a plot never imports the trainer)::
       analysis/          shape tracing, coupling maps, routing statistics, equivariance, the routing
                          lab, how routing separates two overlapping digits
       training/          fit and its step, batch sources and hooks, checkpoints, faults, torchrun
-      experiments/       Table 1's ablation, the MultiMNIST routing-iteration study
+      experiments/       Table 1's ablation, the MultiMNIST routing-iteration study, the routing
+                         algorithms side by side
       plots/             figures by subject, and sliders over them (widgets)
-      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py
+      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py, routing_study.py
                          command lines: ``python -m capslib.<name>``
 """
 

@@ -117,3 +117,27 @@ def test_a_baseline_refuses_a_routing_and_efficient_capsnet_refuses_multimnist(t
     assert model.routing == "uniform" and model.routing_iterations == 1
     model = build_model(None, TrainConfig(model="capsnet", routing="em", routing_iterations=2), None)
     assert model.routing == "em" and model.routing_iterations == 2
+
+
+def test_the_weight_average_copies_batchnorm_statistics_instead_of_averaging_them(mnist_train_set, tmp_path):
+    """With ema_decay the validated model is an average of the weights; its BatchNorm running
+    statistics must be the live model's, not an average biased towards their initial variance of 1."""
+    train_set, val_set = Subset(mnist_train_set, range(128)), Subset(mnist_train_set, range(59000, 59064))
+    config = TrainConfig(
+        model="efficient-capsnet",
+        epochs=1,
+        batch_size=32,
+        out_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+        threads=1,
+        ema_decay=0.999,
+        max_shift=0,
+    )
+    fit(None, train_set, val_set, config)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    averaged, live = checkpoint["model"], checkpoint["train_model"]
+    for name in live:
+        if "running_" in name:
+            torch.testing.assert_close(averaged[name], live[name], msg=name)
+    assert not torch.equal(averaged["digit_caps.weight"], live["digit_caps.weight"])  # the weights are averaged

@@ -114,6 +114,18 @@ def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict |
     return model
 
 
+def update_average(ema: AveragedModel, model: nn.Module) -> None:
+    """One step of the weight average: ``ema``'s parameters move towards ``model``'s; its buffers
+    (BatchNorm's running statistics) are copied, not averaged. An average of running statistics
+    starts from their initial values (variance 1) and stays biased by them for thousands of steps:
+    an Efficient-CapsNet validated through such an average scored 28% after 2 epochs where its own
+    weights scored 99%."""
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for averaged, live in zip(ema.module.buffers(), model.buffers(), strict=True):
+            averaged.copy_(live)
+
+
 def start_run(model: nn.Module, config: TrainConfig, checkpoint: dict | None) -> RunState:
     """Adam, exponential learning-rate decay and (with ``ema_decay``) a weight average for ``model``,
     at epoch 0 or where ``checkpoint`` left off."""

@@ -25,9 +25,11 @@ room and the rooms listed before it; a plot never imports the trainer)::
     capslib/
       functional.py      squash (Eq. 1), margin loss (Eq. 4), reconstruction loss, input checks
       routing.py         Procedure 1, the readable reference; the table of routing implementations
+      routing_algorithms.py  the other routing algorithms (uniform, self-attention, EM), one table
       fused_routing.py   the same maths fused (an optimisation, picked by name)
       layers.py          PrimaryCaps, RoutingCaps, Decoder
-      model.py           CapsNet
+      model.py           CapsNet (and CapsuleClassifier, what capsule classifiers share)
+      efficient_capsnet.py  Efficient-CapsNet, a small capsule network (Mazzia et al. 2021)
       baselines.py       the paper's baseline CNN and a small one
       pretrained.py      shipped weights and reading checkpoint files
       utils.py           seeds, devices, eval mode, atomic writes, where data lives
@@ -36,28 +38,33 @@ room and the rooms listed before it; a plot never imports the trainer)::
       analysis/          shape tracing, coupling maps, routing statistics, equivariance, the routing
                          lab, how routing separates two overlapping digits
       training/          fit and its step, batch sources and hooks, checkpoints, faults, torchrun
-      experiments/       Table 1's ablation, the MultiMNIST routing-iteration study
+      experiments/       Table 1's ablation, the MultiMNIST routing-iteration study, the routing
+                         algorithms side by side
       plots/             figures by subject, and sliders over them (widgets)
-      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py
+      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py, routing_study.py
                          command lines: ``python -m capslib.<name>``
 """
 
 from .analysis.tracing import ShapeTable, trace_shapes
+from .efficient_capsnet import EfficientCapsNet
 from .functional import margin_loss, reconstruction_loss, squash
 from .fused_routing import routed_capsules
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .model import CapsNet, CapsNetOutput
 from .pretrained import load_checkpoint, load_pretrained
 from .routing import ROUTING_IMPLEMENTATIONS, RoutingResult, RoutingStep, dynamic_routing
+from .routing_algorithms import ROUTING_ALGORITHMS
 from .utils import eval_mode, get_device, seed_everything
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ROUTING_ALGORITHMS",
     "ROUTING_IMPLEMENTATIONS",
     "CapsNet",
     "CapsNetOutput",
     "Decoder",
+    "EfficientCapsNet",
     "PrimaryCaps",
     "RoutingCaps",
     "RoutingResult",

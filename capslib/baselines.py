@@ -43,8 +43,8 @@ SMALL_BASELINE = dict(channels=(64, 128, 128), hidden=(328, 192), kernel_size=5,
 BASELINES = {"cnn-baseline": PAPER_BASELINE, "cnn-small": SMALL_BASELINE}
 """Model names (``python -m capslib.train --model NAME``) and the :class:`BaselineCNN` they build."""
 
-MODEL_NAMES = ("capsnet", *BASELINES)
-"""Every model ``python -m capslib.train --model`` builds: CapsNet and the baselines."""
+MODEL_NAMES = ("capsnet", "efficient-capsnet", *BASELINES)
+"""Every model ``python -m capslib.train --model`` builds: CapsNet, Efficient-CapsNet and the baselines."""
 
 
 class BaselineCNN(nn.Module):

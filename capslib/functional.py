@@ -13,6 +13,7 @@ import torch
 
 __all__ = [
     "squash",
+    "efficient_squash",
     "margin_loss",
     "reconstruction_loss",
     "check_labels",
@@ -54,6 +55,28 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     squared_norm = (s32 * s32).sum(dim=dim, keepdim=True)  # (..., 1, ...)
     norm = torch.sqrt(squared_norm + eps)
     v = s32 * (norm / (1.0 + squared_norm))
+    return v.to(s.dtype)
+
+
+def efficient_squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
+    """Efficient-CapsNet's squash (Mazzia et al. 2021): ``v = (1 - e^{-|s|}) s / |s|``.
+
+    Steeper than Eq. 1 near zero (length ``~|s|`` instead of ``~|s|^2``), so short vectors keep
+    more of their length. Written as ``s * (1 - e^{-|s|}) / |s|`` with ``|s| = sqrt(|s|^2 + eps)``:
+    at ``s = 0`` the output is 0, never NaN. Computed in float32 (or float64), cast back.
+
+    Args:
+        s: any shape ``(..., D)``; the capsule dimension is ``dim``.
+        dim: the capsule dimension.
+        eps: added to ``|s|^2`` under the square root only.
+
+    Returns:
+        Tensor of the same shape and dtype as ``s``, each vector along ``dim`` of length < 1.
+    """
+    compute_dtype = s.dtype if s.dtype in (torch.float32, torch.float64) else torch.float32
+    s32 = s.to(compute_dtype)
+    norm = torch.sqrt((s32 * s32).sum(dim=dim, keepdim=True) + eps)  # (..., 1, ...)
+    v = s32 * (-torch.expm1(-norm) / norm)  # 1 - e^{-|s|} = -expm1(-|s|), exact for small |s|
     return v.to(s.dtype)
 
 

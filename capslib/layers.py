@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .functional import check_iterations, check_labels, squash
+from .functional import autocast_enabled, check_iterations, check_labels, efficient_squash, squash
 from .routing import ROUTING_IMPLEMENTATIONS, RoutingResult, check_routing_implementation, prediction_vectors
+from .routing_algorithms import ROUTING_ALGORITHMS, SQUASHES, check_routing_algorithm
 
 __all__ = ["PrimaryCaps", "RoutingCaps", "Decoder"]
 
@@ -40,6 +41,7 @@ class PrimaryCaps(nn.Module):
             capsules of the routing layer that follows.
         kernel_size, stride: of the default convolution (9, 2).
         inner: optional module replacing the default convolution.
+        squash: ``"sabour"`` (Eq. 1, default) or ``"efficient"`` (Efficient-CapsNet's).
 
     Shapes:
         input ``(B, C, H, W)`` -> output ``(B, T * H' * W', D_in)``.
@@ -53,10 +55,14 @@ class PrimaryCaps(nn.Module):
         kernel_size: int = 9,
         stride: int = 2,
         inner: nn.Module | None = None,
+        squash: str = "sabour",
     ) -> None:
         super().__init__()
+        if squash not in SQUASHES:
+            raise ValueError(f"squash must be one of {list(SQUASHES)}, got {squash!r}")
         self.num_types = num_types
         self.in_dim = in_dim
+        self.squash = squash
         if inner is None:
             inner = nn.Conv2d(in_channels, num_types * in_dim, kernel_size=kernel_size, stride=stride)
         self.inner = inner
@@ -75,17 +81,24 @@ class PrimaryCaps(nn.Module):
         out = out.reshape(batch_size, self.num_types, self.in_dim, height, width)  # (B, T, D, H', W')
         out = out.permute(0, 1, 3, 4, 2)  # (B, T, H', W', D)
         u = out.reshape(batch_size, self.num_types * height * width, self.in_dim)  # (B, N_in, D_in)
-        return squash(u, dim=-1)
+        return squash(u, dim=-1) if self.squash == "sabour" else efficient_squash(u, dim=-1)
 
 
 class RoutingCaps(nn.Module):
-    """A capsule layer fed by dynamic routing, usable between any two capsule layers.
+    """A capsule layer fed by routing, usable between any two capsule layers.
 
     Holds one transform ``W_ij`` (``D_out x D_in``) per pair of input capsule ``i`` and output
     capsule ``j``: ``weight`` has shape ``(N_in, N_out, D_out, D_in)`` (frozen state-dict layout).
-    Forward computes the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them (Procedure 1).
+    Forward computes the prediction vectors ``u_hat_{j|i} = W_ij u_i`` (Eq. 2), then routes them
+    with the algorithm ``routing`` names in :data:`capslib.ROUTING_ALGORITHMS`: ``"dynamic"``
+    (Procedure 1, the default), ``"uniform"``, ``"self_attention"`` or ``"em"``. The learned
+    parameters an algorithm needs belong to the layer: ``log_prior`` ``(N_in, N_out)`` for
+    self-attention (Efficient-CapsNet's ``B``, zeros at first), ``beta_u`` and ``beta_a``
+    ``(N_out,)`` for EM (zeros at first). EM gets the input capsules' lengths as their activations
+    and ``em_inverse_temperature`` (0.01: with hundreds of inputs a larger one saturates the
+    logistic from the first step) as ``lambda``.
 
-    The routing itself is the entry ``routing_implementation`` of the routing table
+    Dynamic routing itself is the entry ``routing_implementation`` of the routing table
     :data:`capslib.routing.ROUTING_IMPLEMENTATIONS` (like transformers' ``attn_implementation``):
 
     * ``"reference"``: :meth:`prediction_vectors`, then :func:`capslib.dynamic_routing`, the readable
@@ -103,7 +116,13 @@ class RoutingCaps(nn.Module):
         out_capsules, out_dim: ``N_out`` and ``D_out`` (10 and 16).
         routing_iterations: ``R``; a plain attribute that may be changed after training.
         detach_intermediate: see :func:`capslib.dynamic_routing`.
-        routing_implementation: ``"auto"``, ``"reference"`` or ``"fused"``; a plain attribute.
+        routing_implementation: ``"auto"``, ``"reference"`` or ``"fused"``; a plain attribute
+            (dynamic routing only: the other algorithms have one implementation each).
+        routing: the routing algorithm (``"dynamic"``); fixed at construction, since the
+            algorithm decides which parameters the layer has.
+        weight_std: the standard deviation of the initial ``W`` (0.01: short first predictions,
+            so dynamic routing starts near-uniform).
+        em_inverse_temperature: EM's ``lambda``, a number or one per iteration.
 
     Shapes:
         input ``u`` ``(B, N_in, D_in)`` -> ``v`` ``(B, N_out, D_out)`` and ``c`` ``(B, N_in, N_out)``.
@@ -118,6 +137,9 @@ class RoutingCaps(nn.Module):
         routing_iterations: int = 3,
         detach_intermediate: bool = False,
         routing_implementation: str = "auto",
+        routing: str = "dynamic",
+        weight_std: float = 0.01,
+        em_inverse_temperature: float | Sequence[float] = 0.01,
     ) -> None:
         super().__init__()
         self.in_capsules, self.in_dim = in_capsules, in_dim
@@ -125,8 +147,35 @@ class RoutingCaps(nn.Module):
         self.routing_iterations = check_iterations(routing_iterations)
         self.detach_intermediate = detach_intermediate
         self.routing_implementation = check_routing_implementation(routing_implementation)
-        # Small init keeps the first predictions short, so routing starts near-uniform.
-        self.weight = nn.Parameter(0.01 * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
+        self._routing = check_routing_algorithm(routing)
+        self.em_inverse_temperature = em_inverse_temperature
+        # Small init keeps the first predictions short, so dynamic routing starts near-uniform.
+        self.weight = nn.Parameter(weight_std * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
+        if routing == "self_attention":
+            self.log_prior = nn.Parameter(torch.zeros(in_capsules, out_capsules))  # B, added after the softmax
+        elif routing == "em":
+            self.beta_u = nn.Parameter(torch.zeros(out_capsules))
+            self.beta_a = nn.Parameter(torch.zeros(out_capsules))
+
+    @property
+    def routing(self) -> str:
+        """The routing algorithm (a key of :data:`capslib.ROUTING_ALGORITHMS`), fixed at construction."""
+        return self._routing
+
+    def routing_options(self, u: torch.Tensor) -> dict:
+        """The keyword options this layer passes to its routing algorithm for input capsules ``u``."""
+        if self._routing == "dynamic":
+            return {"detach_intermediate": self.detach_intermediate}
+        if self._routing == "self_attention":
+            return {"prior": self.log_prior}
+        if self._routing == "em":
+            return {
+                "activations": torch.linalg.vector_norm(u.float(), dim=-1),  # (B, N_in): length = presence
+                "beta_u": self.beta_u,
+                "beta_a": self.beta_a,
+                "inverse_temperature": self.em_inverse_temperature,
+            }
+        return {}
 
     def check_input(self, u: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``u`` is ``(B, N_in, D_in)`` for this layer."""
@@ -145,6 +194,13 @@ class RoutingCaps(nn.Module):
         """Route ``u`` ``(B, N_in, D_in)``; returns ``(v, c)``, or with ``return_trace`` a
         :class:`capslib.RoutingResult` (which also holds ``u_hat``)."""
         self.check_input(u)
+        if self._routing != "dynamic":  # the readable algorithm is its only implementation
+            if autocast_enabled(u.device.type):  # in float32, as dynamic routing under autocast
+                with torch.autocast(u.device.type, enabled=False):
+                    return self.forward(u.float(), return_trace)
+            u_hat = prediction_vectors(u, self.weight)  # (B, N_in, N_out, D_out)
+            route_with = ROUTING_ALGORITHMS[self._routing]
+            return route_with(u_hat, self.routing_iterations, return_trace=return_trace, **self.routing_options(u))
         route = ROUTING_IMPLEMENTATIONS[check_routing_implementation(self.routing_implementation)]
         routed = route(
             u,
@@ -158,8 +214,8 @@ class RoutingCaps(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in=({self.in_capsules}, {self.in_dim}), out=({self.out_capsules}, {self.out_dim}), "
-            f"routing_iterations={self.routing_iterations}, detach_intermediate={self.detach_intermediate}, "
-            f"routing_implementation={self.routing_implementation!r}"
+            f"routing={self._routing!r}, routing_iterations={self.routing_iterations}, "
+            f"detach_intermediate={self.detach_intermediate}, routing_implementation={self.routing_implementation!r}"
         )
 
 

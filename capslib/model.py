@@ -12,7 +12,7 @@ from .functional import check_image_range, check_labels, margin_loss, reconstruc
 from .layers import Decoder, PrimaryCaps, RoutingCaps
 from .routing import RoutingStep, check_iterations, check_routing_implementation
 
-__all__ = ["CapsNet", "CapsNetOutput", "Loss"]
+__all__ = ["CapsNet", "CapsuleClassifier", "CapsNetOutput", "Loss"]
 
 
 @dataclass
@@ -56,79 +56,32 @@ def _conv_out(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
-class CapsNet(nn.Module):
-    """Conv1 -> PrimaryCaps -> DigitCaps (dynamic routing) [-> Decoder].
+class CapsuleClassifier(nn.Module):
+    """What every capsule classifier of capslib shares, after its primary capsules.
 
-    Defaults are the paper's MNIST network: Conv1 256 9x9 ReLU ``(B, 256, 20, 20)``;
-    PrimaryCaps 32 types of 8D, 9x9 stride 2 ``(B, 1152, 8)``; DigitCaps 10 capsules of 16D
-    ``(B, 10, 16)``; Decoder 160 -> 512 -> 1024 -> 784. 8.2M parameters (6.8M without decoder).
-
-    The decoder is masked with the TRUE label ``y`` while training: calling a training-mode model
-    that has a decoder without ``y`` raises ``ValueError``. In eval mode it is masked with the
-    predicted class unless ``y`` is passed.
-
-    Args:
-        routing_iterations: ``R`` (3); a plain attribute, may be changed on a trained model.
-        reconstruction: build the decoder (True).
-        image_shape: ``(C, H, W)`` of the input images ((1, 28, 28)).
-        num_classes: ``N_out`` digit capsules, one per class (10).
-        conv_channels: Conv1 filters (256).
-        num_types, in_dim: ``T`` primary capsule types and ``D_in``, their dimension (32, 8).
-        out_dim: ``D_out`` of the digit capsules (16).
-        detach_intermediate: see :func:`capslib.dynamic_routing` (False, as the official code).
-        routing_implementation: ``"auto"`` (default), ``"reference"`` or ``"fused"``: which code
-            routes, the same numbers either way (see :class:`capslib.RoutingCaps`); a plain
-            attribute, not saved in checkpoints.
+    A subclass builds ``self.image_shape`` ``(C, H, W)``, ``self.num_classes``, ``self.digit_caps``
+    (a :class:`capslib.RoutingCaps` with one output capsule per class), ``self.decoder`` (a
+    :class:`capslib.Decoder` or None) and ``self.config`` (its constructor arguments, for
+    checkpoints), and defines :meth:`primary_capsules`. This class does the rest: the input checks,
+    the routing, the lengths as class scores, the decoder masked with the TRUE label while training
+    (with the predicted class in eval mode), and the margin loss. :class:`CapsNet` and
+    :class:`capslib.EfficientCapsNet` are two such models.
     """
 
-    def __init__(
-        self,
-        routing_iterations: int = 3,
-        reconstruction: bool = True,
-        image_shape: tuple[int, int, int] = (1, 28, 28),
-        num_classes: int = 10,
-        conv_channels: int = 256,
-        num_types: int = 32,
-        in_dim: int = 8,
-        out_dim: int = 16,
-        detach_intermediate: bool = False,
-        routing_implementation: str = "auto",
-    ) -> None:
-        super().__init__()
-        # Constructor arguments, saved in checkpoints so capslib.load_checkpoint can rebuild the model.
-        self.config = dict(
-            routing_iterations=routing_iterations,
-            reconstruction=reconstruction,
-            image_shape=tuple(image_shape),
-            num_classes=num_classes,
-            conv_channels=conv_channels,
-            num_types=num_types,
-            in_dim=in_dim,
-            out_dim=out_dim,
-            detach_intermediate=detach_intermediate,
-        )
-        channels, height, width = image_shape
-        self.image_shape = (channels, height, width)
-        self.num_classes = num_classes
-        self.conv1 = nn.Conv2d(channels, conv_channels, kernel_size=9, stride=1)
-        self.primary_caps = PrimaryCaps(conv_channels, num_types, in_dim, kernel_size=9, stride=2)
-        grid_h = _conv_out(_conv_out(height, 9, 1), 9, 2)
-        grid_w = _conv_out(_conv_out(width, 9, 1), 9, 2)
-        if grid_h < 1 or grid_w < 1:
-            raise ValueError(
-                f"image_shape {image_shape} is too small for two 9x9 convolutions (need at least 17x17 pixels)"
-            )
-        self.primary_grid = (grid_h, grid_w)
-        self.digit_caps = RoutingCaps(
-            in_capsules=num_types * grid_h * grid_w,
-            in_dim=in_dim,
-            out_capsules=num_classes,
-            out_dim=out_dim,
-            routing_iterations=routing_iterations,
-            detach_intermediate=detach_intermediate,
-            routing_implementation=routing_implementation,
-        )
-        self.decoder = Decoder(num_classes, out_dim, self.image_shape) if reconstruction else None
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    digit_caps: RoutingCaps
+    decoder: Decoder | None
+    config: dict
+
+    def primary_capsules(self, x: torch.Tensor) -> torch.Tensor:
+        """The primary capsules ``(B, N_in, D_in)`` of the images ``x`` ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    @property
+    def routing(self) -> str:
+        """The routing algorithm of the digit capsules (a key of :data:`capslib.ROUTING_ALGORITHMS`)."""
+        return self.digit_caps.routing
 
     @property
     def routing_iterations(self) -> int:
@@ -225,10 +178,9 @@ class CapsNet(nn.Module):
             return_trace: also return every routing iteration (and ``u_hat``).
         """
         self.check_inputs(x, y)
-        # float64/float16 images would meet float32 weights in conv1; a no-op when the dtypes agree.
-        x = x.to(self.conv1.weight.dtype)
-        features = torch.relu_(self.conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
-        u = self.primary_caps(features)  # (B, N_in, D_in)
+        # float64/float16 images would meet float32 weights; a no-op when the dtypes agree.
+        x = x.to(self.digit_caps.weight.dtype)
+        u = self.primary_capsules(x)  # (B, N_in, D_in)
         u_hat, trace = None, None
         if return_trace:  # the reference path, which records every iteration and u_hat
             routed = self.digit_caps(u, return_trace=True)
@@ -262,3 +214,88 @@ class CapsNet(nn.Module):
             trace=trace,
             u_hat=u_hat,
         )
+
+
+class CapsNet(CapsuleClassifier):
+    """Conv1 -> PrimaryCaps -> DigitCaps (dynamic routing) [-> Decoder].
+
+    Defaults are the paper's MNIST network: Conv1 256 9x9 ReLU ``(B, 256, 20, 20)``;
+    PrimaryCaps 32 types of 8D, 9x9 stride 2 ``(B, 1152, 8)``; DigitCaps 10 capsules of 16D
+    ``(B, 10, 16)``; Decoder 160 -> 512 -> 1024 -> 784. 8.2M parameters (6.8M without decoder).
+
+    The decoder is masked with the TRUE label ``y`` while training: calling a training-mode model
+    that has a decoder without ``y`` raises ``ValueError``. In eval mode it is masked with the
+    predicted class unless ``y`` is passed.
+
+    Args:
+        routing_iterations: ``R`` (3); a plain attribute, may be changed on a trained model.
+        reconstruction: build the decoder (True).
+        image_shape: ``(C, H, W)`` of the input images ((1, 28, 28)).
+        num_classes: ``N_out`` digit capsules, one per class (10).
+        conv_channels: Conv1 filters (256).
+        num_types, in_dim: ``T`` primary capsule types and ``D_in``, their dimension (32, 8).
+        out_dim: ``D_out`` of the digit capsules (16).
+        detach_intermediate: see :func:`capslib.dynamic_routing` (False, as the official code).
+        routing_implementation: ``"auto"`` (default), ``"reference"`` or ``"fused"``: which code
+            routes, the same numbers either way (see :class:`capslib.RoutingCaps`); a plain
+            attribute, not saved in checkpoints.
+        routing: the routing algorithm of the digit capsules, a key of
+            :data:`capslib.ROUTING_ALGORITHMS` (``"dynamic"``, the paper's).
+    """
+
+    def __init__(
+        self,
+        routing_iterations: int = 3,
+        reconstruction: bool = True,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 10,
+        conv_channels: int = 256,
+        num_types: int = 32,
+        in_dim: int = 8,
+        out_dim: int = 16,
+        detach_intermediate: bool = False,
+        routing_implementation: str = "auto",
+        routing: str = "dynamic",
+    ) -> None:
+        super().__init__()
+        # Constructor arguments, saved in checkpoints so capslib.load_checkpoint can rebuild the model.
+        self.config = dict(
+            routing=routing,
+            routing_iterations=routing_iterations,
+            reconstruction=reconstruction,
+            image_shape=tuple(image_shape),
+            num_classes=num_classes,
+            conv_channels=conv_channels,
+            num_types=num_types,
+            in_dim=in_dim,
+            out_dim=out_dim,
+            detach_intermediate=detach_intermediate,
+        )
+        channels, height, width = image_shape
+        self.image_shape = (channels, height, width)
+        self.num_classes = num_classes
+        self.conv1 = nn.Conv2d(channels, conv_channels, kernel_size=9, stride=1)
+        self.primary_caps = PrimaryCaps(conv_channels, num_types, in_dim, kernel_size=9, stride=2)
+        grid_h = _conv_out(_conv_out(height, 9, 1), 9, 2)
+        grid_w = _conv_out(_conv_out(width, 9, 1), 9, 2)
+        if grid_h < 1 or grid_w < 1:
+            raise ValueError(
+                f"image_shape {image_shape} is too small for two 9x9 convolutions (need at least 17x17 pixels)"
+            )
+        self.primary_grid = (grid_h, grid_w)
+        self.digit_caps = RoutingCaps(
+            in_capsules=num_types * grid_h * grid_w,
+            in_dim=in_dim,
+            out_capsules=num_classes,
+            out_dim=out_dim,
+            routing_iterations=routing_iterations,
+            detach_intermediate=detach_intermediate,
+            routing_implementation=routing_implementation,
+            routing=routing,
+        )
+        self.decoder = Decoder(num_classes, out_dim, self.image_shape) if reconstruction else None
+
+    def primary_capsules(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv1 + ReLU, then PrimaryCaps: ``(B, 1, 28, 28)`` -> ``(B, 1152, 8)`` for MNIST."""
+        features = torch.relu_(self.conv1(x))  # (B, 256, 20, 20); in place: one 41 MB tensor fewer
+        return self.primary_caps(features)  # (B, N_in, D_in)

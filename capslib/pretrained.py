@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .baselines import BASELINES, BaselineCNN
+from .efficient_capsnet import EfficientCapsNet
 from .model import CapsNet
 from .utils import atomic_write, data_dir, get_device, write_json_atomic
 
@@ -127,7 +128,8 @@ def _arguments(cls: type, config: dict) -> dict:
 
 def model_from_config(config: dict) -> torch.nn.Module:
     """The model a saved ``model_config`` describes (a checkpoint's or a model card's): a
-    :class:`CapsNet`, or with ``"model": "cnn-baseline"`` (or another baseline) a
+    :class:`CapsNet`, with ``"model": "efficient-capsnet"`` a :class:`capslib.EfficientCapsNet`, or
+    with ``"model": "cnn-baseline"`` (or another baseline) a
     :class:`capslib.baselines.BaselineCNN`. Configs without ``"model"`` are CapsNets.
 
     Raises:
@@ -137,10 +139,12 @@ def model_from_config(config: dict) -> torch.nn.Module:
     name = config.pop("model", "capsnet")
     if name == "capsnet":
         return CapsNet(**_arguments(CapsNet, config))
+    if name == "efficient-capsnet":
+        return EfficientCapsNet(**_arguments(EfficientCapsNet, config))
     if name in BASELINES or name == "cnn":
         config.pop("routing_iterations", None)
         return BaselineCNN(**_arguments(BaselineCNN, config))
-    expected = ["capsnet", "cnn", *sorted(BASELINES)]
+    expected = ["capsnet", "efficient-capsnet", "cnn", *sorted(BASELINES)]
     raise ValueError(f"unknown model {name!r} in the saved model_config; expected one of {expected}")
 
 

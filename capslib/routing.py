@@ -56,6 +56,7 @@ __all__ = [
     "RoutingFunction",
     "ROUTING_IMPLEMENTATIONS",
     "check_iterations",
+    "check_u_hat",
     "check_routing_implementation",
     "resolve_routing_implementation",
     "prediction_vectors",
@@ -95,15 +96,19 @@ class RoutingResult:
             trace was asked for, else empty.
         u_hat: ``(B, N_in, N_out, D_out)`` the prediction vectors that were routed, when the
             routing made them in that layout (the reference does; the fused path does not: None).
+        activations: ``(B, N_out)`` the output activations of an algorithm that computes them
+            apart from the capsules (EM routing, :func:`capslib.routing_algorithms.em_routing`); else None.
     """
 
     v: torch.Tensor
     c: torch.Tensor
     trace: list[RoutingStep] = field(default_factory=list)
     u_hat: torch.Tensor | None = None
+    activations: torch.Tensor | None = None
 
 
-def _check_u_hat(u_hat: object) -> None:
+def check_u_hat(u_hat: object) -> None:
+    """Raise ``ValueError`` unless ``u_hat`` is a tensor ``(B, N_in, N_out, D_out)``."""
     if not isinstance(u_hat, torch.Tensor) or u_hat.dim() != 4:
         shape = tuple(u_hat.shape) if isinstance(u_hat, torch.Tensor) else type(u_hat).__name__
         raise ValueError(f"u_hat must have shape (B, N_in, N_out, D_out), got {shape}")
@@ -143,7 +148,7 @@ def dynamic_routing(
     """
     iterations = check_iterations(iterations)
     agreement_scale = check_agreement_scale(agreement_scale)
-    _check_u_hat(u_hat)
+    check_u_hat(u_hat)
     if autocast_enabled(u_hat.device.type):
         with torch.autocast(u_hat.device.type, enabled=False):
             return dynamic_routing(

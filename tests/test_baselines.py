@@ -35,7 +35,7 @@ def test_the_small_baseline_is_small():
     model = baseline_cnn("cnn-small")
     assert count(model) == 1_059_602
     assert model.config["model"] == "cnn-small"
-    assert MODEL_NAMES == ("capsnet", "cnn-baseline", "cnn-small")
+    assert MODEL_NAMES == ("capsnet", "efficient-capsnet", "cnn-baseline", "cnn-small")
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -18,7 +18,8 @@ PACKAGE = REPO / "capslib"
 
 # Lowest first: a module may import its own room and the rooms before it, never one after it.
 ROOMS = ("core", "data", "evaluation", "analysis", "training", "experiments", "plots", "commands")
-COMMANDS = ("train", "evaluate", "ablation", "robustness", "multimnist_study")  # python -m capslib.<name>
+# python -m capslib.<name>
+COMMANDS = ("train", "evaluate", "ablation", "robustness", "multimnist_study", "routing_study")
 # A command line may use any room (the evaluation command draws a confusion matrix): the top-level
 # command modules only hand over to their room's ``cli`` module, which counts as a command.
 MAX_LINES = 450

@@ -33,7 +33,16 @@ from ..training.loop import TrainConfig, fit
 from ..utils import atomic_write, hardware_name, write_json_atomic
 from .table1 import PAPER_TEST_ERROR, VARIANTS, Variant
 
-__all__ = ["Variant", "VARIANTS", "PAPER_TEST_ERROR", "run_variant", "load_results", "summarize", "main"]
+__all__ = [
+    "Variant",
+    "VARIANTS",
+    "PAPER_TEST_ERROR",
+    "run_variant",
+    "run_variants",
+    "load_results",
+    "summarize",
+    "main",
+]
 
 
 RESULT_KEYS = ("variant", "seed", "test_accuracy", "test_errors", "test_images", "affine_accuracy", "best_val_accuracy")
@@ -60,6 +69,7 @@ def run_variant(
             **asdict(recipe),
             "model": variant.model,
             "routing_iterations": variant.routing_iterations or recipe.routing_iterations,
+            "routing": variant.routing,
             "reconstruction": variant.reconstruction,
             "seed": seed,
             "out_dir": str(run_dir),
@@ -76,7 +86,9 @@ def run_variant(
         "test_accuracy": test.accuracy,
         "test_errors": test.errors,
         "test_images": test.total,
+        "test_wrong": wrong(test),
         "affine_accuracy": affine.accuracy if affine is not None else None,
+        "affine_wrong": wrong(affine) if affine is not None else None,
         "best_val_accuracy": trained["best_val_accuracy"],
         "best_epoch": trained["best_epoch"],
         "epochs": config.epochs,
@@ -88,6 +100,33 @@ def run_variant(
     }
     write_json_atomic(result, out / "runs" / f"{variant.name}_seed{seed}.json")
     return result
+
+
+def wrong(evaluation) -> list[int]:
+    """The indices of the images ``evaluation`` got wrong: what a paired test of two models needs."""
+    return torch.nonzero(evaluation.predictions != evaluation.labels).flatten().tolist()
+
+
+def run_variants(
+    names: list[str],
+    variants: dict[str, Variant],
+    seeds: list[int],
+    recipe: TrainConfig,
+    out: Path,
+    affine_set=None,
+    test_limit: int | None = None,
+    checkpoints: Path | None = None,
+) -> None:
+    """:func:`run_variant` for every seed and every variant of ``names``, seed by seed, skipping
+    the runs whose result ``<out>/runs/<name>_seed<k>.json`` exists."""
+    for seed in seeds:
+        for name in names:
+            if (out / "runs" / f"{name}_seed{seed}.json").exists():
+                print(f"{name} seed {seed}: done already (delete its runs/*.json to redo it)", flush=True)
+                continue
+            print(f"{name} seed {seed}: training", flush=True)
+            result = run_variant(variants[name], seed, recipe, out, affine_set, test_limit, checkpoints)
+            print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
 
 
 def load_results(folder: str | Path) -> list[dict]:
@@ -122,10 +161,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarize(results: list[dict]) -> list[dict]:
-    """Per variant (Table 1's order): runs, test error % and affine accuracy % as mean and std."""
+def summarize(results: list[dict], variants=VARIANTS, paper=PAPER_TEST_ERROR) -> list[dict]:
+    """Per variant (in the order of ``variants``, Table 1's by default): runs, test error % and
+    affine accuracy % as mean and std, beside the ``paper``'s test error."""
     rows = []
-    for name in VARIANTS:
+    for name in variants:
         mine = [r for r in results if r["variant"] == name]
         if not mine:
             continue
@@ -142,7 +182,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "test_error_std": error_std,
                 "affine_accuracy_percent": affine_mean,
                 "affine_accuracy_std": affine_std,
-                "paper_test_error_percent": PAPER_TEST_ERROR.get(name, "-"),
+                "paper_test_error_percent": paper.get(name, "-"),
             }
         )
     return rows
@@ -162,41 +202,26 @@ def summary_markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + f"\n\nMade by: `{command}`\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m capslib.ablation",
-        description="Table 1 of Sabour et al. 2017 measured here: every variant, several seeds, one recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--out", default="results/ablation", help="results folder (runs/*.json, summary.*)")
+def add_run_options(parser: argparse.ArgumentParser, epochs: int, batch_size: int) -> None:
+    """The options every multi-run experiment shares: seeds, the budget, devices, the test."""
     parser.add_argument(
         "--checkpoints", default=None, help="where the runs' checkpoints go (default: <out>/checkpoints; ~100 MB a run)"
     )
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        default=[n for n in VARIANTS if n != "cnn-baseline"],
-        choices=list(VARIANTS),
-        help="which rows to train",
-    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per seed and variant")
-    parser.add_argument("--epochs", type=int, default=3, help="the shared budget: epochs per run")
+    parser.add_argument("--epochs", type=int, default=epochs, help="the shared budget: epochs per run")
     parser.add_argument(
         "--train-limit", type=int, default=None, help="train on the first N training images (None: 55,000)"
     )
-    parser.add_argument("--batch-size", type=int, default=128, help="the shared batch size")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="the shared batch size")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: torch's default)")
     parser.add_argument("--val-size", type=int, default=5000, help="the last N training images validate")
     parser.add_argument("--test-limit", type=int, default=None, help="test on the first N images only (smoke tests)")
     parser.add_argument("--no-affine", action="store_true", help="skip the affine test set")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
+def recipe_from(args: argparse.Namespace, **shared) -> TrainConfig:
+    """The shared recipe of a multi-run experiment: its options ``args`` and the ``shared`` settings."""
     recipe = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -206,18 +231,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
         threads=args.threads,
         tensorboard=False,
         progress=False,
+        **shared,
     )
     recipe.validate()
+    return recipe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m capslib.ablation",
+        description="Table 1 of Sabour et al. 2017 measured here: every variant, several seeds, one recipe.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", default="results/ablation", help="results folder (runs/*.json, summary.*)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[n for n in VARIANTS if n != "cnn-baseline"],
+        choices=list(VARIANTS),
+        help="which rows to train",
+    )
+    add_run_options(parser, epochs=3, batch_size=128)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    recipe = recipe_from(args)
     affine_set = None if args.no_affine else affine_mnist()[0]
-    for seed in args.seeds:
-        for name in args.variants:
-            if (out / "runs" / f"{name}_seed{seed}.json").exists():
-                print(f"{name} seed {seed}: done already (delete its runs/*.json to redo it)", flush=True)
-                continue
-            print(f"{name} seed {seed}: training", flush=True)
-            checkpoints = Path(args.checkpoints) if args.checkpoints else None
-            result = run_variant(VARIANTS[name], seed, recipe, out, affine_set, args.test_limit, checkpoints)
-            print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
+    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    run_variants(args.variants, VARIANTS, args.seeds, recipe, out, affine_set, args.test_limit, checkpoints)
     rows = summarize(load_results(out))
     command = shlex.join(["python", "-m", "capslib.ablation", *argv])
     write_json_atomic(rows, out / "summary.json")

@@ -14,8 +14,9 @@ class Variant:
 
     name: str
     model: str  # TrainConfig.model
-    routing_iterations: int | None  # None: not a CapsNet
+    routing_iterations: int | None  # None: not a CapsNet, or a routing that does not iterate
     reconstruction: bool
+    routing: str | None = None  # TrainConfig.routing; None: the model's own
 
 
 VARIANTS = {

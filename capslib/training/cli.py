@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from ..baselines import MODEL_NAMES
 from ..data import DATASETS
-from .config import MULTIMNIST, TrainConfig
+from .config import MULTIMNIST, ROUTING_NAMES, TrainConfig
 from .distributed import world_from_env
 from .faults import TrainingInterrupted
 from .loop import fit
@@ -25,7 +25,7 @@ __all__ = ["main", "build_parser", "config_from_args", "resume_command"]
 # the command has always had; NO_FLAG fields are set from Python.
 FLAG_NAMES = {"out_dir": "--out", "reconstruction": "--decoder"}  # --decoder / --no-decoder
 NO_FLAG = ("extra",)  # a free-form dict: no sensible command-line form
-CHOICES = {"dataset": (*DATASETS, MULTIMNIST), "model": MODEL_NAMES}
+CHOICES = {"dataset": (*DATASETS, MULTIMNIST), "model": MODEL_NAMES, "routing": ROUTING_NAMES}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..baselines import MODEL_NAMES
+from ..routing_algorithms import ROUTING_ALGORITHMS
 
 __all__ = ["TrainConfig", "MULTIMNIST", "RUN_SETTINGS"]
 
@@ -34,7 +35,10 @@ class TrainConfig:
     """
 
     model: str = setting(
-        "capsnet", "capsnet, or a baseline CNN: cnn-baseline (the paper's, 35.4M) or cnn-small (1.1M)", defines_run=True
+        "capsnet",
+        "capsnet (the paper's, 8.2M), efficient-capsnet (Mazzia et al. 2021, 162k), or a baseline CNN: "
+        "cnn-baseline (the paper's, 35.4M) or cnn-small (1.1M)",
+        defines_run=True,
     )
     epochs: int = setting(50, "passes over the 55,000 training images")
     batch_size: int = setting(128, "images per training step (the paper's official code uses 128)", defines_run=True)
@@ -42,6 +46,12 @@ class TrainConfig:
     lr_decay: float = setting(0.96, "multiply the learning rate by this after every epoch", defines_run=True)
     routing_iterations: int = setting(
         3, "routing iterations of the CapsNet fit() builds (when given no model)", defines_run=True
+    )
+    routing: str | None = setting(
+        None,
+        "routing algorithm of a capsule network: dynamic, uniform, self_attention or em "
+        "(None: the model's own, dynamic for capsnet, self_attention for efficient-capsnet)",
+        defines_run=True,
     )
     reconstruction: bool = setting(
         True, "the reconstruction decoder of the CapsNet fit() builds (when given no model)", defines_run=True
@@ -98,6 +108,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
             (self.routing_iterations >= 1, "routing_iterations must be >= 1"),
+            (self.routing is None or self.routing in ROUTING_ALGORITHMS, f"routing must be one of {ROUTING_NAMES}"),
             (self.reconstruction_weight >= 0, "reconstruction_weight must be >= 0"),
             (self.max_shift >= 0, "max_shift must be >= 0"),
             (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
@@ -108,6 +119,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"{message}, got {self}")
 
+
+ROUTING_NAMES = tuple(ROUTING_ALGORITHMS)
 
 RUN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.metadata["defines_run"])
 """The settings a resumed run keeps from its checkpoint: all but epochs, logging, devices and how a step executes."""

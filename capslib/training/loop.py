@@ -38,7 +38,15 @@ from .config import TrainConfig
 from .distributed import World, join, leave, sum_across, world_from_env
 from .faults import NonFiniteLossError, StopSignals, TrainingInterrupted, non_finite_loss
 from .hooks import Hook, StepReport, StopAgreement, default_hooks
-from .prepare import build_model, check_world, set_up_device, start_run, with_overrides, with_resumed_settings
+from .prepare import (
+    build_model,
+    check_world,
+    set_up_device,
+    start_run,
+    update_average,
+    with_overrides,
+    with_resumed_settings,
+)
 from .step import make_step
 
 __all__ = ["TrainConfig", "fit", "train_one_epoch", "end_epoch"]
@@ -177,7 +185,7 @@ def train_one_epoch(
         except NonFiniteLossError:  # train_step's check on the CPU: the step was not taken
             raise non_finite(batch_index, skipped=True) from None
         if run.ema is not None:
-            run.ema.update_parameters(run.model)
+            update_average(run.ema, run.model)
         sums.add(stats, len(batch.labels))
         report = StepReport(epoch, batch_index, source.num_batches, stats, read)
         for hook in hooks:

@@ -12,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..baselines import BASELINES, baseline_cnn
 from ..data.multimnist import CANVAS
+from ..efficient_capsnet import ITERATIVE_ROUTINGS, EfficientCapsNet
 from ..model import CapsNet
 from ..pretrained import model_from_config
 from ..utils import get_device
@@ -75,26 +76,54 @@ def with_resumed_settings(config: TrainConfig, saved: dict) -> tuple[TrainConfig
 
 def build_model(model: nn.Module | None, config: TrainConfig, checkpoint: dict | None) -> nn.Module:
     """``model``, or the model the checkpoint or the config describes (a CapsNet, 36x36 for
-    MultiMNIST, or a baseline CNN); ``init_from`` loaded into it unless resuming (a checkpoint's
+    MultiMNIST, an Efficient-CapsNet, or a baseline CNN; a capsule network routes with
+    ``config.routing``, or its own default); ``init_from`` loaded into it unless resuming (a checkpoint's
     own weights come later, in :func:`start_run`)."""
     if model is None:
         if checkpoint is not None and "model_config" in checkpoint:
             model = model_from_config(checkpoint["model_config"])
+        elif config.model == "efficient-capsnet":
+            if config.dataset == MULTIMNIST:
+                raise ValueError(f"--model efficient-capsnet takes 28x28 images, not --dataset {MULTIMNIST} (36x36)")
+            routing = config.routing or "self_attention"
+            # a routing that does not iterate records 1 iteration, not the setting's default of 3
+            model = EfficientCapsNet(
+                routing=routing,
+                routing_iterations=config.routing_iterations if routing in ITERATIVE_ROUTINGS else None,
+                reconstruction=config.reconstruction,
+            )
         elif config.model in BASELINES:
             if config.dataset == MULTIMNIST:
                 raise ValueError(
                     f"--dataset {MULTIMNIST} trains a CapsNet (two digits need two long capsules); "
                     f"got --model {config.model}"
                 )
+            if config.routing is not None:
+                raise ValueError(f"--routing {config.routing} routes capsules; --model {config.model} has none")
             model = baseline_cnn(config.model)
         else:
             shape = (1, CANVAS, CANVAS) if config.dataset == MULTIMNIST else (1, 28, 28)
             model = CapsNet(
-                image_shape=shape, routing_iterations=config.routing_iterations, reconstruction=config.reconstruction
+                image_shape=shape,
+                routing_iterations=config.routing_iterations,
+                reconstruction=config.reconstruction,
+                routing=config.routing or "dynamic",
             )
     if config.init_from and checkpoint is None:
         model.load_state_dict(initial_weights(config.init_from), strict=True)
     return model
+
+
+def update_average(ema: AveragedModel, model: nn.Module) -> None:
+    """One step of the weight average: ``ema``'s parameters move towards ``model``'s; its buffers
+    (BatchNorm's running statistics) are copied, not averaged. An average of running statistics
+    starts from their initial values (variance 1) and stays biased by them for thousands of steps:
+    an Efficient-CapsNet validated through such an average scored 28% after 2 epochs where its own
+    weights scored 99%."""
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for averaged, live in zip(ema.module.buffers(), model.buffers(), strict=True):
+            averaged.copy_(live)
 
 
 def start_run(model: nn.Module, config: TrainConfig, checkpoint: dict | None) -> RunState:

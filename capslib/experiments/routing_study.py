@@ -1,0 +1,137 @@
+"""The routing question at convergence: one small capsule network (:class:`capslib.EfficientCapsNet`),
+every routing algorithm of :data:`capslib.ROUTING_ALGORITHMS` (and dynamic routing at 1 and 3
+iterations), one recipe, several seeds, tested on all 10,000 MNIST test images and on the fixed
+affine test set.
+
+    python -m capslib.routing_study --out results/routing_study --checkpoints runs/routing_study --seeds 0 1 2
+
+Runs, resumption and selection are those of :mod:`capslib.experiments.ablation` (the best
+validation epoch is tested; a finished run is skipped; a killed one resumes from its ``last.pt``).
+Every raw result keeps the indices of the test images it got wrong, so two routings can be
+compared image by image: the summary holds, per seed, an exact McNemar test of each routing
+against dynamic routing with 3 iterations (the paper's), on the same test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..data.datasets import affine_mnist
+from ..evaluation.robustness import mcnemar_p
+from ..utils import atomic_write, write_json_atomic
+from .ablation import add_run_options, load_results, recipe_from, run_variants, summarize
+from .table1 import Variant
+
+__all__ = ["ROUTING_VARIANTS", "REFERENCE", "RECIPE", "paired_tests", "main"]
+
+ROUTING_VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("dynamic-r3", "efficient-capsnet", 3, True, routing="dynamic"),
+        Variant("dynamic-r1", "efficient-capsnet", 1, True, routing="dynamic"),
+        Variant("uniform", "efficient-capsnet", None, True, routing="uniform"),
+        Variant("self_attention", "efficient-capsnet", None, True, routing="self_attention"),
+        Variant("em", "efficient-capsnet", 3, True, routing="em"),
+    )
+}
+"""The routings compared, all in Efficient-CapsNet with its decoder; ``dynamic-r1`` routes with
+uniform couplings too, but through dynamic routing's code and squash."""
+
+REFERENCE = "dynamic-r3"
+"""The routing each other one is tested against: the paper's dynamic routing, 3 iterations."""
+
+RECIPE = dict(lr=2e-3, lr_decay=0.97, max_shift=2, reconstruction_weight=0.0005)
+"""The shared recipe beside the command-line budget: Adam from 2e-3, x0.97 an epoch, shifts of up
+to 2 pixels, the reconstruction loss at the paper's weight."""
+
+
+def paired_tests(results: list[dict], reference: str = REFERENCE) -> list[dict]:
+    """For each seed and each routing other than ``reference``: the test images only one of the two
+    got right, and the exact McNemar p-value, on the MNIST test set and on the affine set (where
+    both runs measured it)."""
+    rows = []
+    by_run = {(r["variant"], r["seed"]): r for r in results}
+    for (name, seed), result in sorted(by_run.items(), key=lambda item: (item[0][1], item[0][0])):
+        base = by_run.get((reference, seed))
+        if name == reference or base is None or result["test_images"] != base["test_images"]:
+            continue
+        row = {"variant": name, "seed": seed, "against": reference}
+        for split in ("test", "affine"):
+            mine, theirs = result.get(f"{split}_wrong"), base.get(f"{split}_wrong")
+            if mine is None or theirs is None:
+                continue
+            only_mine_right = len(set(theirs) - set(mine))  # the reference got them wrong, this routing right
+            only_theirs_right = len(set(mine) - set(theirs))
+            row[f"{split}_only_this_right"] = only_mine_right
+            row[f"{split}_only_reference_right"] = only_theirs_right
+            row[f"{split}_p_value"] = mcnemar_p(only_mine_right, only_theirs_right)
+        rows.append(row)
+    return rows
+
+
+def summary_markdown(rows: list[dict], pairs: list[dict], command: str) -> str:
+    """Both tables as Markdown, with the command that made them."""
+    lines = [
+        "| routing | runs | test images | test error % (mean +- std) | affine test accuracy % (mean +- std) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        error = f"{row['test_error_percent']:.2f} +- {row['test_error_std']:.2f}"
+        affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
+        lines.append(f"| {row['variant']} | {row['runs']} | {row['test_images']} | {error} | {affine} |")
+    lines += [
+        "",
+        f"Paired against {REFERENCE} (same seed, same images): images only one of the two got right, exact McNemar p.",
+        "",
+        "| routing | seed | test: only it / only reference | p | affine: only it / only reference | p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        cells = [pair["variant"], pair["seed"]]
+        for split in ("test", "affine"):
+            if f"{split}_p_value" in pair:
+                counts = f"{pair[f'{split}_only_this_right']} / {pair[f'{split}_only_reference_right']}"
+                cells += [counts, f"{pair[f'{split}_p_value']:.3g}"]
+            else:
+                cells += ["-", "-"]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines) + f"\n\nMade by: `{command}`\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m capslib.routing_study",
+        description="Routing algorithms side by side in Efficient-CapsNet: one recipe, several seeds, paired tests.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", default="results/routing_study", help="results folder (runs/*.json, summary.*)")
+    parser.add_argument(
+        "--variants", nargs="+", default=list(ROUTING_VARIANTS), choices=list(ROUTING_VARIANTS), help="which routings"
+    )
+    add_run_options(parser, epochs=30, batch_size=64)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    recipe = recipe_from(args, **RECIPE)
+    affine_set = None if args.no_affine else affine_mnist()[0]
+    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    run_variants(args.variants, ROUTING_VARIANTS, args.seeds, recipe, out, affine_set, args.test_limit, checkpoints)
+    results = load_results(out)
+    rows, pairs = summarize(results, ROUTING_VARIANTS, paper={}), paired_tests(results)
+    command = shlex.join(["python", "-m", "capslib.routing_study", *argv])
+    write_json_atomic({"routings": rows, "paired": pairs, "command": command}, out / "summary.json")
+    text = summary_markdown(rows, pairs, command)
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    print(text)
+    return {"routings": rows, "paired": pairs}
+
+
+if __name__ == "__main__":
+    main()

@@ -141,3 +141,16 @@ def test_the_weight_average_copies_batchnorm_statistics_instead_of_averaging_the
         if "running_" in name:
             torch.testing.assert_close(averaged[name], live[name], msg=name)
     assert not torch.equal(averaged["digit_caps.weight"], live["digit_caps.weight"])  # the weights are averaged
+
+
+def test_a_model_card_describes_the_network_and_its_routing():
+    from capslib.evaluation.cards import describe
+
+    assert describe(capslib.EfficientCapsNet()) == (
+        "Efficient-CapsNet (Mazzia et al. 2021), self_attention routing, with decoder, "
+        "161,824 parameters without the decoder, trained on MNIST"
+    )
+    assert "em routing, 3 iterations, without decoder" in describe(capslib.EfficientCapsNet("em", reconstruction=False))
+    shipped = "CapsNet (Sabour et al. 2017), 3 routing iterations, with decoder, trained on MNIST"
+    assert describe(capslib.CapsNet()) == shipped  # the shipped cards' wording is unchanged
+    assert describe(capslib.CapsNet(routing="uniform")).startswith("CapsNet (Sabour et al. 2017) with uniform routing,")

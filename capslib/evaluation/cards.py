@@ -39,13 +39,23 @@ def git_commit() -> str:
 def describe(model: torch.nn.Module) -> str:
     """A model card's one-line description of ``model``."""
     config = getattr(model, "config", {})
+    decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
+    routing = config.get("routing", "dynamic")
+    iterations = f", {model.routing_iterations} iterations" if routing in ("dynamic", "em") else ""
+    if config.get("model") == "efficient-capsnet":
+        without_decoder = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("decoder."))
+        return (
+            f"Efficient-CapsNet (Mazzia et al. 2021), {routing} routing{iterations}, {decoder}, "
+            f"{without_decoder:,} parameters without the decoder, trained on MNIST"
+        )
     if "model" in config:  # a capslib.baselines CNN
         parameters = sum(p.numel() for p in model.parameters())
         return (
             f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
             f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
         )
-    decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
+    if routing != "dynamic":
+        return f"CapsNet (Sabour et al. 2017) with {routing} routing{iterations}, {decoder}, trained on MNIST"
     return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, trained on MNIST"
 
 

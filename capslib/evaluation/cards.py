@@ -39,6 +39,12 @@ def git_commit() -> str:
 def describe(model: torch.nn.Module) -> str:
     """A model card's one-line description of ``model``."""
     config = getattr(model, "config", {})
+    if config.get("model") not in (None, "efficient-capsnet"):  # a capslib.baselines CNN
+        parameters = sum(p.numel() for p in model.parameters())
+        return (
+            f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
+            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
+        )
     decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
     routing = config.get("routing", "dynamic")
     iterations = f", {model.routing_iterations} iterations" if routing in ("dynamic", "em") else ""
@@ -47,12 +53,6 @@ def describe(model: torch.nn.Module) -> str:
         return (
             f"Efficient-CapsNet (Mazzia et al. 2021), {routing} routing{iterations}, {decoder}, "
             f"{without_decoder:,} parameters without the decoder, trained on MNIST"
-        )
-    if "model" in config:  # a capslib.baselines CNN
-        parameters = sum(p.numel() for p in model.parameters())
-        return (
-            f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
-            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
         )
     if routing != "dynamic":
         return f"CapsNet (Sabour et al. 2017) with {routing} routing{iterations}, {decoder}, trained on MNIST"

@@ -33,15 +33,16 @@ room and the rooms listed before it; a plot never imports the trainer)::
       baselines.py       the paper's baseline CNN and a small one
       pretrained.py      shipped weights and reading checkpoint files
       utils.py           seeds, devices, eval mode, atomic writes, where data lives
-      data/              MNIST and Fashion-MNIST from disk, shifts, affine transforms, MultiMNIST
+      data/              MNIST and Fashion-MNIST from disk, augmentations, affine transforms, MultiMNIST
       evaluation/        the one batched prediction loop, test accuracy, model cards, robustness
       analysis/          shape tracing, coupling maps, routing statistics, equivariance, the routing
                          lab, how routing separates two overlapping digits
       training/          fit and its step, batch sources and hooks, checkpoints, faults, torchrun
       experiments/       Table 1's ablation, the MultiMNIST routing-iteration study, the routing
                          algorithms side by side
-      plots/             figures by subject, and sliders over them (widgets)
-      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py, routing_study.py
+      plots/             figures by subject, sliders over them (widgets), kernel-free sliders (scrubbers)
+      publish/           the series as a static site
+      train.py, evaluate.py, ablation.py, robustness.py, multimnist_study.py, routing_study.py, site.py
                          command lines: ``python -m capslib.<name>``
 """
 

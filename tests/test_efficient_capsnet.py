@@ -154,3 +154,44 @@ def test_a_model_card_describes_the_network_and_its_routing():
     shipped = "CapsNet (Sabour et al. 2017), 3 routing iterations, with decoder, trained on MNIST"
     assert describe(capslib.CapsNet()) == shipped  # the shipped cards' wording is unchanged
     assert describe(capslib.CapsNet(routing="uniform")).startswith("CapsNet (Sabour et al. 2017) with uniform routing,")
+
+
+@pytest.mark.skipif(
+    not __import__("capslib.data.datasets", fromlist=["x"]).DEBIAN_FASHION_MNIST.exists(),
+    reason="Fashion-MNIST not installed (Debian's dataset-fashion-mnist)",
+)
+def test_a_fashion_mnist_run_exports_with_a_card_that_names_its_data_and_augmentation(tmp_path, monkeypatch):
+    """Trained on Fashion-MNIST with Efficient-CapsNet's augmentation: the card is scored on the
+    Fashion-MNIST test images (never MNIST's), says so, and refuses to score the run on MNIST."""
+    import json
+
+    import capslib.evaluation.accuracy
+    import capslib.evaluation.cards
+    import capslib.evaluation.cli
+    from capslib.data import load_dataset
+
+    full_evaluate = capslib.evaluation.accuracy.evaluate  # the card's passes over 300 test images to save time
+    seen = []
+
+    def shortened(model, dataset=None, *args, limit=None, **kwargs):
+        seen.append(dataset)
+        return full_evaluate(model, dataset, *args, limit=min(limit or 300, 300), **kwargs)
+
+    for module in (capslib.evaluation.cli, capslib.evaluation.cards):
+        monkeypatch.setattr(module, "evaluate", shortened)
+    fashion = load_dataset("fashion-mnist", train=True)
+    config = TrainConfig(
+        model="efficient-capsnet", dataset="fashion-mnist", augment="efficient", epochs=1, batch_size=50,
+        out_dir=str(tmp_path / "run"), tensorboard=False, progress=False, threads=1, seed=0,
+    )  # fmt: skip
+    fit(None, Subset(fashion, range(200)), Subset(fashion, range(59000, 59100)), config)
+    out = tmp_path / "pretrained"
+    argv = [str(tmp_path / "run" / "best.pt"), "--device", "cpu", "--export", str(out), "--name", "fashion_test"]
+    capslib.evaluation.cli.main([*argv, "--dataset", "fashion-mnist", "--figure", str(tmp_path / "confusion.png")])
+    card = json.loads((out / "fashion_test.json").read_text())
+    assert card["dataset"] == "Fashion-MNIST" and card["description"].endswith("trained on Fashion-MNIST")
+    assert card["data"].startswith("Fashion-MNIST training images") and "rotation up to 30 degrees" in card["data"]
+    test_images = load_dataset("fashion-mnist", train=False)
+    assert all(d is not None and len(d) == len(test_images) and d[0][1] == test_images[0][1] for d in seen)
+    with pytest.raises(ValueError, match="trained on 'fashion-mnist', not 'mnist'"):
+        capslib.evaluation.cards.export_mnist(tmp_path / "run", out, "wrong", torch.device("cpu"))

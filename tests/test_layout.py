@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "capslib"
 
 # Lowest first: a module may import its own room and the rooms before it, never one after it.
-ROOMS = ("core", "data", "evaluation", "analysis", "training", "experiments", "plots", "commands")
+ROOMS = ("core", "data", "evaluation", "analysis", "training", "experiments", "plots", "publish", "commands")
 # python -m capslib.<name>
-COMMANDS = ("train", "evaluate", "ablation", "robustness", "multimnist_study", "routing_study")
+COMMANDS = ("train", "evaluate", "ablation", "robustness", "multimnist_study", "routing_study", "site")
 # A command line may use any room (the evaluation command draws a confusion matrix): the top-level
 # command modules only hand over to their room's ``cli`` module, which counts as a command.
 MAX_LINES = 450

@@ -103,6 +103,27 @@ def test_structure(path):
                 assert (NOTEBOOK_DIR / target).exists(), f"link to {target}, which does not exist"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_every_live_slider_has_a_precomputed_one_in_the_committed_run(path):
+    """A cell with a live ipywidgets slider is followed by a scrubber (capslib.plots.scrubber), whose
+    committed output holds its frames (at least two, under about 1 MB): what a reader without a kernel
+    can move, on the site and in VS Code."""
+    from capslib.plots import MAX_SCRUBBER_BYTES
+
+    cells = [c for c in read(path).cells if c.cell_type == "code"]
+    live = [i for i, c in enumerate(cells) if "interactive_plot(" in c.source]
+    for i in live:
+        following = cells[i + 1] if i + 1 < len(cells) else None
+        assert following is not None and "scrubber(" in following.source, (
+            f"the live slider in code cell {i} needs a scrubber in the next code cell: {cells[i].source[:80]!r}"
+        )
+        pages = [o.data["text/html"] for o in following.outputs if "text/html" in o.get("data", {})]
+        assert pages and 'class="capslib-scrubber"' in pages[0], f"code cell {i + 1}: no committed scrubber output"
+        frames = re.search(r"var frames = (\[.*?\])", pages[0]).group(1).count('"') // 2
+        assert frames >= 2, f"code cell {i + 1}: a scrubber of {frames} frame"
+        assert len(pages[0]) <= MAX_SCRUBBER_BYTES * 1.05, f"code cell {i + 1}: {len(pages[0]):,} bytes"
+
+
 def bullets(text: str) -> list[str]:
     """The top-level list items (``- ``, ``* `` or ``1. ``) of a markdown text."""
     return re.findall(r"^(?:[-*]|\d+\.) +\S.*$", text, flags=re.MULTILINE)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from ..data import load_dataset
 from ..pretrained import load_checkpoint, read_torch_file, save_pretrained
 from ..utils import hardware_name
 from .accuracy import TEST_SLICE, evaluate, evaluate_multimnist
 
-__all__ = ["git_commit", "describe", "provenance", "export_mnist", "export_multimnist"]
+__all__ = ["git_commit", "describe", "augmentation", "provenance", "export_mnist", "export_multimnist", "DATASET_NAMES"]
 
 
 def git_commit() -> str:
@@ -36,14 +37,19 @@ def git_commit() -> str:
         return "unknown"
 
 
-def describe(model: torch.nn.Module) -> str:
-    """A model card's one-line description of ``model``."""
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+"""How a card names the datasets ``export_mnist`` scores on."""
+
+
+def describe(model: torch.nn.Module, dataset: str = "mnist") -> str:
+    """A model card's one-line description of ``model``, trained on ``dataset``."""
+    trained_on = f"trained on {DATASET_NAMES[dataset]}"
     config = getattr(model, "config", {})
     if config.get("model") not in (None, "efficient-capsnet"):  # a capslib.baselines CNN
         parameters = sum(p.numel() for p in model.parameters())
         return (
             f"baseline CNN '{config['model']}' (capslib.baselines): convolutions {list(config['channels'])}, "
-            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, trained on MNIST"
+            f"hidden {list(config['hidden'])}, {parameters:,} parameters, cross-entropy, {trained_on}"
         )
     decoder = "with decoder" if getattr(model, "decoder", None) is not None else "without decoder"
     routing = config.get("routing", "dynamic")
@@ -52,11 +58,22 @@ def describe(model: torch.nn.Module) -> str:
         without_decoder = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("decoder."))
         return (
             f"Efficient-CapsNet (Mazzia et al. 2021), {routing} routing{iterations}, {decoder}, "
-            f"{without_decoder:,} parameters without the decoder, trained on MNIST"
+            f"{without_decoder:,} parameters without the decoder, {trained_on}"
         )
     if routing != "dynamic":
-        return f"CapsNet (Sabour et al. 2017) with {routing} routing{iterations}, {decoder}, trained on MNIST"
-    return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, trained on MNIST"
+        return f"CapsNet (Sabour et al. 2017) with {routing} routing{iterations}, {decoder}, {trained_on}"
+    return f"CapsNet (Sabour et al. 2017), {model.routing_iterations} routing iterations, {decoder}, {trained_on}"
+
+
+def augmentation(config: dict) -> str:
+    """A card's words for the training augmentation a run's ``config`` used."""
+    shift = config.get("max_shift")
+    if config.get("augment", "shift") == "efficient":
+        return (
+            f"Efficient-CapsNet augmentation (capslib.data.augment): rotation up to 30 degrees for half the images, "
+            f"shift +-{shift} px, a horizontal squish, a 4x4 erased patch"
+        )
+    return f"shift augmentation +-{shift} px"
 
 
 def provenance(device: torch.device, config: dict, commit: str | None = None) -> dict:
@@ -85,28 +102,39 @@ def export_mnist(
     batch_size: int = 500,
     commit: str | None = None,
     fp32_errors: int | None = None,
+    dataset: str = "mnist",
 ) -> tuple[Path, dict]:
-    """Write the checkpoint's model in half precision and its card, scored on the MNIST test set.
+    """Write the checkpoint's model in half precision and its card, scored on the test set of ``dataset``.
 
     Args:
         checkpoint: a training checkpoint (``best.pt``), or its run folder.
         fp32_errors: the test errors of the full-precision model, recorded beside the fp16 ones.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``: the 10,000 test images scored (the run's own,
+            checked against its config).
 
     Returns:
         ``(path of the weights file, card)``.
     """
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {sorted(DATASET_NAMES)}, got {dataset!r}")
     checkpoint = _checkpoint_file(checkpoint)
     contents, half = _half(checkpoint, device)
-    full = evaluate(half, device=device, batch_size=batch_size, progress=False)
-    sliced = evaluate(half, device=device, batch_size=batch_size, limit=TEST_SLICE, progress=False)
-    history = contents.get("history", [])
     config = contents.get("config", {})
+    if config.get("dataset", "mnist") != dataset:
+        raise ValueError(
+            f"the checkpoint was trained on {config.get('dataset')!r}, not {dataset!r}: score it on its own"
+        )
+    test_set = load_dataset(dataset, train=False)  # the 10,000 test images, never augmented
+    full = evaluate(half, test_set, device=device, batch_size=batch_size, progress=False)
+    sliced = evaluate(half, test_set, device=device, batch_size=batch_size, limit=TEST_SLICE, progress=False)
+    history = contents.get("history", [])
     val_size = config.get("val_size", 5000)
     card = {
         "name": name,
-        "description": describe(half),
-        "data": f"MNIST training images 0-{60000 - val_size - 1} (the last {val_size} validate), "
-        f"shift augmentation +-{config.get('max_shift')} px",
+        "description": describe(half, dataset),
+        "dataset": DATASET_NAMES[dataset],
+        "data": f"{DATASET_NAMES[dataset]} training images 0-{60000 - val_size - 1} (the last {val_size} validate), "
+        f"{augmentation(config)}",
         "selected_epoch": contents.get("best_epoch"),
         "selected_by": f"validation accuracy on the last {val_size} training images (never the test set)",
         "val_accuracy": contents.get("best_val_accuracy"),

@@ -20,6 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..data import load_dataset
 from ..pretrained import PRETRAINED_NAME, load_checkpoint, load_pretrained
 from ..utils import get_device, hardware_name
 from .accuracy import TEST_SLICE, Evaluation, MultiEvaluation, evaluate, evaluate_multimnist
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset",
         default="mnist",
-        choices=("mnist", "multimnist"),
-        help="mnist: the 10,000 test images; multimnist: the fixed 10,000 test pairs (both digits must be right)",
+        choices=("mnist", "fashion-mnist", "multimnist"),
+        help="mnist or fashion-mnist: its 10,000 test images; multimnist: the fixed 10,000 test pairs "
+        "(both digits must be right)",
     )
     p.add_argument(
         "--name",
@@ -102,14 +104,14 @@ def main(argv: list[str] | None = None) -> Evaluation | MultiEvaluation:
             print(f"exported {out}: fp16 both right {100 * card['test_both_right']:.2f}% of {card['test_pairs']} pairs")
         return scored
 
-    result = evaluate(model, device=device, batch_size=args.batch_size)
+    result = evaluate(model, load_dataset(args.dataset, train=False), device=device, batch_size=args.batch_size)
     print(result.summary())
     print(f"({time.monotonic() - start:.1f}s on {hardware_name(device)})")
     _save_confusion(result, figure)
     print(f"confusion matrix written to {figure}")
     if args.export:
         out, card = export_mnist(
-            args.checkpoint, args.export, args.name, device, args.batch_size, args.commit, result.errors
+            args.checkpoint, args.export, args.name, device, args.batch_size, args.commit, result.errors, args.dataset
         )
         print(
             f"exported {out}: fp16 test accuracy {100 * card['test_accuracy']:.2f}% ({card['test_errors']} errors), "

@@ -16,6 +16,7 @@ from . import (
     results,
     robustness,
     routing,
+    scrubbers,
 )
 from .architecture import *  # noqa: F403
 from .capsules import *  # noqa: F403
@@ -30,12 +31,13 @@ from .multimnist import *  # noqa: F403
 from .results import *  # noqa: F403
 from .robustness import *  # noqa: F403
 from .routing import *  # noqa: F403
+from .scrubbers import *  # noqa: F403
 
 __all__ = [
     name
     for module in (
         images, capsules, equations, routing, coupling, dimensions, equivariance, results, robustness, multimnist,
-        architecture, inverse_graphics, explaining,
+        architecture, inverse_graphics, explaining, scrubbers,
     )
     for name in module.__all__
 ]  # fmt: skip

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..data import load_dataset, random_shift, split_train_val, to_tensors
+from ..data import load_dataset, split_train_val, to_tensors
+from ..data.augment import augment
 from ..data.multimnist import VALIDATION_SEED, multimnist_test_set, pairs_for
 from ..functional import check_image_range, check_label_range
 from .config import MULTIMNIST, TrainConfig
@@ -72,16 +73,21 @@ class Batch(NamedTuple):
     targets: torch.Tensor | None  # (B, K, C, H, W) what the decoder redraws, each digit alone; None: the images
 
 
-def shifted_digits(images, labels, idx: torch.Tensor, generator: torch.Generator, max_shift: int) -> Batch:
-    """``images[idx]`` shifted by up to ``max_shift`` pixels (Section 4's augmentation), their labels."""
+def shifted_digits(
+    images, labels, idx: torch.Tensor, generator: torch.Generator, max_shift: int, how: str = "shift"
+) -> Batch:
+    """``images[idx]`` augmented by ``how`` (:mod:`capslib.data.augment`; ``"shift"``: by up to ``max_shift``
+    pixels, Section 4's augmentation), their labels."""
     x = images[idx.to(images.device)]  # (B, C, H, W)
     y = labels[idx.to(labels.device)]  # (B,)
-    if max_shift:
-        x = random_shift(x, max_shift, generator=generator)
+    if max_shift or how != "shift":
+        x = augment(x, how, max_shift, generator=generator)
     return Batch(x, y, None)
 
 
-def digit_pairs(images, labels, idx: torch.Tensor, generator: torch.Generator, max_shift: int) -> Batch:
+def digit_pairs(
+    images, labels, idx: torch.Tensor, generator: torch.Generator, max_shift: int, how: str = "shift"
+) -> Batch:
     """Each digit of ``idx`` first in a MultiMNIST pair, with a drawn partner and shifts (their own 4 px)."""
     pairs = pairs_for(images, labels, idx, generator)
     targets = torch.stack([pairs.first, pairs.second], dim=1)  # (B, 2, 1, 36, 36)
@@ -100,6 +106,7 @@ class BatchSource:
         self.images, self.labels = data.train_x, data.train_y
         self.make = digit_pairs if config.dataset == MULTIMNIST else shifted_digits
         self.batch_size, self.max_shift, self.seed = config.batch_size, config.max_shift, config.seed
+        self.augment = config.augment
         self.world, self.device = world, device
         count = len(self.images)
         whole = count // self.batch_size if world.distributed else math.ceil(count / self.batch_size)
@@ -115,7 +122,10 @@ class BatchSource:
             self.generator.set_state(generator_state)
         for batch_index in range(first_batch, self.num_batches):
             idx = order[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]  # (B,)
-            yield batch_index, self.to_device(self.make(self.images, self.labels, idx, self.generator, self.max_shift))
+            yield (
+                batch_index,
+                self.to_device(self.make(self.images, self.labels, idx, self.generator, self.max_shift, self.augment)),
+            )
 
     def to_device(self, batch: Batch) -> Batch:
         """This process's share of the global ``batch`` (every process made the same one), on the device."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..baselines import MODEL_NAMES
+from ..data.augment import AUGMENTATIONS
 from ..routing_algorithms import ROUTING_ALGORITHMS
 
 __all__ = ["TrainConfig", "MULTIMNIST", "RUN_SETTINGS"]
@@ -62,6 +63,12 @@ class TrainConfig:
     max_shift: int = setting(
         2, "shift augmentation of training images, in pixels (0 turns it off; multimnist: its own 4)", defines_run=True
     )
+    augment: str = setting(
+        "shift",
+        "training augmentation: shift (the paper's: up to max_shift px) or efficient (Mazzia et al. 2021: a rotation "
+        "of up to 30 degrees for half the images, the shift, a horizontal squish, a 4x4 erased patch); mnist data only",
+        defines_run=True,
+    )
     dataset: str = setting(
         "mnist", "mnist, fashion-mnist, or multimnist (pairs of overlapping digits, 36x36)", defines_run=True
     )
@@ -111,6 +118,11 @@ class TrainConfig:
             (self.routing is None or self.routing in ROUTING_ALGORITHMS, f"routing must be one of {ROUTING_NAMES}"),
             (self.reconstruction_weight >= 0, "reconstruction_weight must be >= 0"),
             (self.max_shift >= 0, "max_shift must be >= 0"),
+            (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
+            (
+                self.augment == "shift" or self.dataset != MULTIMNIST,
+                "multimnist pairs take no augment but their shifts",
+            ),
             (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be None or in (0, 1)"),
             (self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be None or >= 1"),

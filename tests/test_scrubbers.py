@@ -1,0 +1,89 @@
+"""Kernel-free sliders (capslib.plots.scrubber): one frame per position, the first shown without script,
+the rest only inside the script, deterministic, bounded in size, and no figure left open."""
+
+import base64
+import re
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from capslib.plots import Scrubber, scrubber  # noqa: E402
+
+
+def plot_line(slope, offset=0.0):
+    """A figure whose picture depends on both arguments."""
+    figure, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [offset, offset + slope])
+    ax.set_ylim(-3, 3)
+    return figure
+
+
+def draw_on_current(slope):
+    """Draws on the current figure and returns nothing, as many notebook functions do."""
+    plt.figure(figsize=(3, 2))
+    plt.plot([0, 1], [0, slope])
+
+
+def test_one_frame_per_combination_of_positions_in_row_major_order():
+    made = scrubber(plot_line, slope=[-1, 0, 1], offset={"low": -1.0, "high": 1.0})
+    assert isinstance(made, Scrubber)
+    assert made.names == ["slope", "offset"]
+    assert made.labels == [["-1", "0", "1"], ["low", "high"]]
+    assert len(made.frames) == 6
+    assert len(set(made.frames)) == 6  # every position draws a different picture
+    # Row-major: the last slider moves fastest, as the page's script computes the index.
+    alone = scrubber(plot_line, slope=[0], offset=[1.0])
+    assert made.frames[3] == alone.frames[0]
+    assert all(frame.startswith(b"\x89PNG") for frame in made.frames)
+
+
+def test_the_first_frame_is_a_plain_picture_and_the_others_live_only_in_the_script():
+    made = scrubber(plot_line, slope=[-1, 0, 1])
+    page = made._repr_html_()
+    outside_script = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    first = base64.b64encode(made.frames[0]).decode()
+    assert outside_script.count("<img ") == 1 and first in outside_script
+    for frame in made.frames[1:]:  # where scripts are stripped, no other frame can appear
+        encoded = base64.b64encode(frame).decode()
+        assert encoded not in outside_script and encoded in page
+    # Sliders are disabled until the script enables them, so a reader without script cannot drag a dead one.
+    assert outside_script.count('type="range"') == 1 and "disabled" in outside_script
+    assert "disabled = false" in page
+    assert "http" not in page  # nothing fetched
+
+
+def test_re_rendering_gives_the_same_output_and_closes_every_figure():
+    before = plt.get_fignums()
+    first = scrubber(plot_line, slope=[0, 1])
+    second = scrubber(draw_on_current, slope=[0, 1])
+    assert plt.get_fignums() == before
+    assert first.html == scrubber(plot_line, slope=[0, 1]).html  # a re-run notebook commits no diff
+    assert len(second.frames) == 2 and second.frames[0] != second.frames[1]
+
+
+def test_refuses_what_it_cannot_make():
+    with pytest.raises(ValueError, match="at least one slider"):
+        scrubber(plot_line)
+    with pytest.raises(ValueError, match="'slope' needs at least one position"):
+        scrubber(plot_line, slope=[])
+    with pytest.raises(ValueError, match="list of positions"):
+        scrubber(plot_line, slope=3)
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="max_bytes=1,000"):
+        scrubber(plot_line, slope=[0, 1, 2], max_bytes=1000)
+    assert plt.get_fignums() == before
+
+
+def test_names_and_start_choose_the_labels_and_the_picture_shown_first():
+    made = scrubber(plot_line, names={"slope": "slope (a.u.)"}, start={"slope": 1}, slope=[-1, 0, 1])
+    page = re.sub(r"<script>.*?</script>", "", made.html, flags=re.S)
+    assert made.names == ["slope (a.u.)"] and made.first_frame == 2
+    assert base64.b64encode(made.frames[2]).decode() in page and 'value="2"' in page
+    assert "slope (a.u.) 1" in page  # the alt text names the position shown
+    with pytest.raises(ValueError, match="not one of its positions"):
+        scrubber(plot_line, start={"slope": 5}, slope=[-1, 0, 1])
+    with pytest.raises(ValueError, match="only name the sliders"):
+        scrubber(plot_line, names={"offset": "x"}, slope=[-1, 0, 1])

@@ -11,6 +11,8 @@ vote points in a random direction. Routing should then couple each cluster to it
 whose votes fit two wholes, and parts that support only one of them; :func:`coupling_history`
 follows one input capsule's coupling. :func:`coupling_shift` and :func:`routing_shift_of_images`
 measure, on a trained model, how much coupling routing moves between each image's two top classes.
+:func:`route_every_way` sends the same votes through every routing algorithm of
+:data:`capslib.ROUTING_ALGORITHMS` (notebook 11).
 
 Pure tensors, no plotting (the figures are :func:`capslib.plots.plot_routing_lab`,
 :func:`capslib.plots.plot_explaining_away` and :func:`capslib.plots.plot_routing_shift`). Shapes use the
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 import torch
 
 from ..evaluation.predict import predict
-from ..routing import check_iterations, dynamic_routing
+from ..routing import RoutingResult, check_iterations, dynamic_routing
+from ..routing_algorithms import ROUTING_ALGORITHMS, check_routing_algorithm
 from .routing_stats import _PredictionVectors  # images -> u_hat, for predict()
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "coupling_history",
     "coupling_shift",
     "routing_shift_of_images",
+    "route_every_way",
 ]
 
 
@@ -323,4 +327,31 @@ def routing_shift_of_images(
         "per_capsule": per_capsule,
         "mean": per_capsule.mean(dim=1),  # (B,)
         "largest": per_capsule.abs().amax(dim=1),  # (B,)
+    }
+
+
+def route_every_way(
+    u_hat: torch.Tensor, iterations: int = 3, algorithms: Sequence[str] | None = None, **options: dict
+) -> dict[str, RoutingResult]:
+    """The same votes routed by each algorithm, with its trace: the side-by-side of notebook 11.
+
+    Args:
+        u_hat: ``(B, N_in, N_out, D)`` prediction vectors (e.g. :func:`synthetic_votes`).
+        iterations: for the algorithms that iterate (``dynamic``, ``em``); the others run once.
+        algorithms: names from :data:`capslib.ROUTING_ALGORITHMS` (default: all of them, in its order).
+        options: per algorithm name, keyword options for it (``em={"inverse_temperature": 0.1}``).
+
+    Returns:
+        ``{name: RoutingResult}`` in the order asked, each with one step per iteration it ran.
+
+    Raises:
+        ValueError: an unknown algorithm, or options for an algorithm not asked for.
+    """
+    names = list(ROUTING_ALGORITHMS) if algorithms is None else [check_routing_algorithm(a) for a in algorithms]
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise ValueError(f"options given for {stray}, which are not among the algorithms routed {names}")
+    check_iterations(iterations)
+    return {
+        name: ROUTING_ALGORITHMS[name](u_hat, iterations, return_trace=True, **options.get(name, {})) for name in names
     }

@@ -3,6 +3,7 @@
 # One namespace for the notebooks (``from capslib import plots; plots.plot_digit(...)``); the
 # widgets stay out so that importing the plots never loads ipywidgets.
 from . import (
+    algorithms,
     architecture,
     capsules,
     coupling,
@@ -18,6 +19,7 @@ from . import (
     routing,
     scrubbers,
 )
+from .algorithms import *  # noqa: F403
 from .architecture import *  # noqa: F403
 from .capsules import *  # noqa: F403
 from .coupling import *  # noqa: F403
@@ -37,7 +39,7 @@ __all__ = [
     name
     for module in (
         images, capsules, equations, routing, coupling, dimensions, equivariance, results, robustness, multimnist,
-        architecture, inverse_graphics, explaining, scrubbers,
+        architecture, inverse_graphics, explaining, scrubbers, algorithms,
     )
     for name in module.__all__
 ]  # fmt: skip

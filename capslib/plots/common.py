@@ -21,7 +21,7 @@ import numpy as np
 
 from ..utils import to_numpy
 
-__all__ = ["DIVERGING", "SEQUENTIAL", "image2d", "panel_grid", "no_ticks", "colourbar_extend"]
+__all__ = ["DIVERGING", "SEQUENTIAL", "image2d", "panel_grid", "no_ticks", "colourbar_extend", "iteration_axis"]
 
 DIVERGING = "RdBu_r"  # signed values: weights, agreements (red > 0, blue < 0, white = 0)
 SEQUENTIAL = "viridis"  # non-negative values: activations, lengths, coupling coefficients
@@ -63,3 +63,13 @@ def colourbar_extend(values, vmin: float, vmax: float) -> str:
     array = to_numpy(values)
     below, above = bool((array < vmin).any()), bool((array > vmax).any())
     return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")
+
+
+def iteration_axis(ax, iteration: int, rounds: int, reference: float, reference_label: str) -> None:
+    """A coupling-per-iteration panel's frame: iterations 1..``rounds`` on x, the coupling on its full
+    0..1 scale, a dotted line at ``reference`` (the undecided share), a line at the ``iteration`` drawn."""
+    ax.axhline(reference, color="gray", ls=":", lw=1, label=reference_label)
+    ax.axvline(iteration, color="k", lw=0.8)
+    ax.set_xlim(0.5, rounds + 0.5)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xticks(range(1, rounds + 1))

@@ -13,7 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 
 from ..utils import to_numpy as _np
-from .common import DIVERGING, image2d, no_ticks
+from .common import DIVERGING, image2d, iteration_axis, no_ticks
 
 __all__ = ["plot_explaining_away", "plot_routing_shift"]
 
@@ -96,11 +96,7 @@ def plot_explaining_away(result, iteration: int, roles, title: str = "Explaining
         if own.any():
             ax.plot(rounds, coupling[:, own, j].mean(axis=1), "--", color=colours[j],
                     label=f"parts of {WHOLES[j]} -> {WHOLES[j]} (mean)")  # fmt: skip
-    ax.axhline(0.5, color="gray", ls=":", lw=1, label="undecided 1/2")
-    ax.axvline(iteration, color="k", lw=0.8)
-    ax.set_xlim(0.5, num_iterations + 0.5)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xticks(rounds)
+    iteration_axis(ax, iteration, num_iterations, 0.5, "undecided 1/2")
     ax.set_xlabel("routing iteration r (line: the one drawn)")
     ax.set_ylabel("coupling c (fixed scale 0 .. 1)")
     ax.set_title("The ambiguous part's coupling, every iteration", fontsize=9)

@@ -14,7 +14,7 @@ from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 
 from ..utils import check_index
 from ..utils import to_numpy as _np
-from .common import DIVERGING, SEQUENTIAL
+from .common import DIVERGING, SEQUENTIAL, iteration_axis
 
 __all__ = ["plot_routing_iterations", "plot_routing_lab", "plot_coupling_polarisation"]
 
@@ -202,11 +202,7 @@ def plot_routing_lab(result, iteration: int, membership=None, example: int = 0, 
         if (~own).any():
             ax.plot(rounds, coupling[:, ~own, j].mean(axis=1), "--", color=colours(j % 10),
                     label=f"others -> output {j}")  # fmt: skip
-    ax.axhline(1.0 / num_out, color="gray", ls=":", lw=1, label="uniform 1/N_out")
-    ax.axvline(iteration, color="k", lw=0.8)
-    ax.set_xlim(0.5, num_iterations + 0.5)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xticks(rounds)
+    iteration_axis(ax, iteration, num_iterations, 1.0 / num_out, "uniform 1/N_out")
     ax.set_xlabel("routing iteration r (line: the one drawn)")
     ax.set_ylabel("mean coupling c_ij")
     ax.set_title("Mean coupling, every iteration", fontsize=9)

@@ -335,6 +335,25 @@ def drag(page, name: str, slider, handle, drag_to: float, src: str, panel, moves
     return src
 
 
+def move_scrubbers(page, name: str, code: str) -> int:
+    """Every precomputed slider (capslib.plots.scrubber) the run made is there and enabled (the outputs
+    of cells run in this session are trusted, so their script ran), and moving the first one changes
+    its picture. Returns how many there are."""
+    scrubbers = page.locator(".jp-OutputArea-output .capslib-scrubber")
+    expected = len(re.findall(r"^\s*(?:plots\.)?scrubber\(", code, flags=re.MULTILINE))
+    assert scrubbers.count() == expected, f"{name}: {scrubbers.count()} scrubbers shown, {expected} made"
+    if not expected:
+        return 0
+    first = scrubbers.first
+    first.scroll_into_view_if_needed()
+    slider = first.locator("input[type=range]").first
+    wait_for(slider.is_enabled, 10, f"{name}: the scrubber's script to enable its slider")
+    before = first.locator("img").get_attribute("src")
+    slider.fill("0" if slider.input_value() == slider.get_attribute("max") else slider.get_attribute("max"))
+    assert first.locator("img").get_attribute("src") != before, f"{name}: moving the scrubber changed nothing"
+    return expected
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
@@ -360,6 +379,7 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
         errors = page.evaluate(ERRORS_JS)  # errors shown in widget output areas (nbclient: the widget state)
         assert not errors, f"{name}: error output after Run All Cells:\n" + "\n".join(errors)
         print(f"{name}: the check cell moved {moves} controls and back")
+        print(f"{name}: {move_scrubbers(page, name, code)} precomputed sliders, the first moved")
 
         for number, (label, drag_to) in enumerate(sliders_to_move(name)):
             shots = screenshot_dir / f"{name}{'_' + str(number) if number else ''}"

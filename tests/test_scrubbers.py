@@ -40,18 +40,21 @@ def test_one_frame_per_combination_of_positions_in_row_major_order():
     assert all(frame.startswith(b"\x89PNG") for frame in made.frames)
 
 
-def test_the_first_frame_is_a_plain_picture_and_the_others_live_only_in_the_script():
+def test_without_script_the_first_frame_shows_and_every_frame_is_folded_away_below_it():
     made = scrubber(plot_line, slope=[-1, 0, 1])
     page = made._repr_html_()
-    outside_script = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
-    first = base64.b64encode(made.frames[0]).decode()
-    assert outside_script.count("<img ") == 1 and first in outside_script
-    for frame in made.frames[1:]:  # where scripts are stripped, no other frame can appear
-        encoded = base64.b64encode(frame).decode()
-        assert encoded not in outside_script and encoded in page
+    script = re.search(r"<script>(.*?)</script>", page, flags=re.S).group(1)
+    outside = page.replace(script, "")
+    shown, folded = outside.split("<details", 1)
+    encoded = [base64.b64encode(frame).decode() for frame in made.frames]
+    assert shown.count("<img ") == 1 and encoded[0] in shown  # the picture a reader without script sees
+    assert folded.count("<img ") == 3 and all(folded.count(e) == 1 for e in encoded)  # each frame once, in order
+    assert [folded.index(e) for e in encoded] == sorted(folded.index(e) for e in encoded)
+    assert "<figcaption" in folded and "slope 1</figcaption>" in folded  # each labelled with its position
+    assert not any(e in script for e in encoded)  # the script takes the frames from the page
     # Sliders are disabled until the script enables them, so a reader without script cannot drag a dead one.
-    assert outside_script.count('type="range"') == 1 and "disabled" in outside_script
-    assert "disabled = false" in page
+    assert outside.count('type="range"') == 1 and "disabled" in outside
+    assert "disabled = false" in script and 'style.display = "none"' in script
     assert "http" not in page  # nothing fetched
 
 

@@ -11,8 +11,8 @@ pictures in the notebook, so a reader can scrub through them with nothing instal
 Where it moves: wherever a notebook's HTML outputs may run their script (the static site that
 ``python -m capslib.site`` builds, VS Code, JupyterLab once the cell has run or the notebook is
 trusted). Where scripts are stripped (GitHub, an untrusted notebook) the first frame shows as a
-plain picture with its caption and a disabled slider; the other frames live inside the script, so
-nothing else appears.
+plain picture with its caption and a disabled slider, and every frame, labelled, is folded away
+under it in a ``<details>`` element (which needs no script) for the reader who wants them all.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ MAX_SCRUBBER_BYTES = 1_000_000
 _SCRIPT = """
 (function () {
   var root = document.currentScript ? document.currentScript.parentNode : document.getElementById("%(id)s");
-  var frames = %(frames)s, labels = %(labels)s, names = %(names)s;
+  var labels = %(labels)s, names = %(names)s;
+  var every = root.querySelector(".capslib-scrubber-frames");
+  var frames = Array.prototype.map.call(every.querySelectorAll("img"), function (img) { return img.src; });
+  every.style.display = "none";  // the slider shows them now
   var inputs = root.querySelectorAll("input[type=range]");
   var shown = root.querySelectorAll(".capslib-scrubber-value");
   var image = root.querySelector("img");
@@ -43,7 +46,7 @@ _SCRIPT = """
       index = index * labels[k].length + Number(inputs[k].value);
       shown[k].textContent = labels[k][Number(inputs[k].value)];
     }
-    image.src = "data:image/png;base64," + frames[index];
+    image.src = frames[index];
     image.alt = image.alt.split(":")[0] + ": " + names.map(
       function (name, k) { return name + " " + labels[k][Number(inputs[k].value)]; }).join(", ");
   }
@@ -96,12 +99,18 @@ class Scrubber:
             for name, labels, at in axes
         )
         first = ", ".join(f"{name} {labels[at]}" for name, labels, at in axes)
-        script = _SCRIPT % {
-            "id": ident,
-            "frames": json.dumps(encoded),
-            "labels": json.dumps(self.labels),
-            "names": json.dumps(self.names),
-        }
+        script = _SCRIPT % {"id": ident, "labels": json.dumps(self.labels), "names": json.dumps(self.names)}
+        # Every frame once more, folded away: where no script runs (GitHub, an untrusted notebook) a
+        # reader can still open them all; where it runs, the script takes them for the slider.
+        positions = [", ".join(f"{n} {label}" for n, label in zip(self.names, combo, strict=True))
+                     for combo in itertools.product(*self.labels)]  # fmt: skip
+        every = "".join(
+            '<figure style="display:inline-block;margin:0.3em;vertical-align:top">'
+            f'<img src="data:image/png;base64,{frame}" alt="{html.escape(self.title)}: {html.escape(where)}" '
+            'style="max-width:100%">'
+            f'<figcaption style="font-size:smaller">{html.escape(where)}</figcaption></figure>'
+            for frame, where in zip(encoded, positions, strict=True)
+        )
         return (
             f'<div class="capslib-scrubber" id="{ident}">'
             f'<div style="margin:0.3em 0">{sliders}</div>'
@@ -109,6 +118,8 @@ class Scrubber:
             f'alt="{html.escape(self.title)}: {html.escape(first)}" '
             'style="display:block;max-width:100%">'
             f'<div style="font-size:smaller;color:#555">{html.escape(self.caption)}</div>'
+            '<details class="capslib-scrubber-frames"><summary style="font-size:smaller;cursor:pointer">'
+            f"Every frame, {len(encoded)} pictures (for where the slider cannot move)</summary>{every}</details>"
             f"<script>{script}</script></div>"
         )
 
@@ -220,10 +231,16 @@ def scrubber(
     if caption is None:
         caption = (
             f"{len(frames)} precomputed frames. The slider moves on the series' static site, in VS Code, and "
-            "in JupyterLab once this cell has run; elsewhere the first frame shows."
+            "in JupyterLab once this cell has run; elsewhere, open every frame below."
         )
     shown = [names.get(keyword, keyword) for keyword in keywords]
-    return Scrubber(shown, [labels for labels, _ in grid], frames, caption, title, start=first)
+    made = Scrubber(shown, [labels for labels, _ in grid], frames, caption, title, start=first)
+    if len(made.html) > max_bytes:  # the frames, the one shown first once more, and the page around them
+        raise ValueError(
+            f"scrubber {title!r}: {len(frames)} frames take {len(made.html):,} bytes, more than "
+            f"max_bytes={max_bytes:,}; use fewer positions or a lower dpi (got {dpi})"
+        )
+    return made
 
 
 def _count(grid) -> int:

@@ -81,7 +81,7 @@ def test_a_scrubber_on_notebook_03s_page_changes_the_picture(site, browser, scre
         scrubber.scroll_into_view_if_needed()
         slider = scrubber.locator("input[type=range]").first
         assert slider.is_enabled(), "the page's script enables the slider"
-        picture = scrubber.locator("img")
+        picture = scrubber.locator("img").first  # the frame shown (every frame is folded away below it)
         before, label_before = (
             picture.get_attribute("src"),
             scrubber.locator(".capslib-scrubber-value").first.inner_text(),
@@ -94,6 +94,7 @@ def test_a_scrubber_on_notebook_03s_page_changes_the_picture(site, browser, scre
         )
         assert after != before and label_after != label_before
         assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert not scrubber.locator("details").is_visible(), "with the slider working, the fold of frames is hidden"
         scrubber.screenshot(path=str(screenshot_dir / "site_scrubber.png"), animations="disabled")
     finally:
         watched.context.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -348,9 +349,9 @@ def move_scrubbers(page, name: str, code: str) -> int:
     first.scroll_into_view_if_needed()
     slider = first.locator("input[type=range]").first
     wait_for(slider.is_enabled, 10, f"{name}: the scrubber's script to enable its slider")
-    before = first.locator("img").get_attribute("src")
+    before = first.locator("img").first.get_attribute("src")
     slider.fill("0" if slider.input_value() == slider.get_attribute("max") else slider.get_attribute("max"))
-    assert first.locator("img").get_attribute("src") != before, f"{name}: moving the scrubber changed nothing"
+    assert first.locator("img").first.get_attribute("src") != before, f"{name}: moving the scrubber changed nothing"
     return expected
 
 
@@ -393,6 +394,37 @@ def test_sliders_redraw_in_jupyterlab(name, lab, browser, screenshot_dir):
     finally:
         context.close()
         lab.shutdown_kernels()  # frees the CPU and memory for the next notebook
+
+
+def test_a_committed_notebook_nobody_ran_shows_its_precomputed_frames(lab, browser, screenshot_dir):
+    """Opened as committed, untrusted, in JupyterLab: the sanitizer strips the scrubbers' scripts, so
+    their sliders stay disabled, but each shows its first frame, and every frame opens under it
+    (``<details>`` needs no script). A copy of notebook 04 with its committed outputs, never run."""
+    name = "untrusted_04_margin_loss"
+    shutil.copy(REPO / "notebooks" / "04_margin_loss.ipynb", lab.root_dir / f"{name}.ipynb")
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(lab.url(f"/lab/workspaces/{name}/tree/{name}.ipynb?reset"), wait_until="domcontentloaded")
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first.wait_for(timeout=120_000)
+        scrubber = page.locator(".jp-OutputArea-output .capslib-scrubber").first
+        scrubber.wait_for()
+        scrubber.scroll_into_view_if_needed()
+        assert scrubber.locator("script").count() == 0, "an untrusted output keeps no script"
+        assert not scrubber.locator("input[type=range]").first.is_enabled()
+        assert scrubber.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+        frames = scrubber.locator("details figure")
+        assert frames.count() >= 2 and not frames.first.is_visible()
+        scrubber.locator("details summary").click()
+        assert frames.first.is_visible() and frames.last.locator("img").evaluate("img => img.naturalWidth > 0")
+        scrubber.screenshot(path=str(screenshot_dir / f"{name}.png"))
+    except BaseException:
+        page.screenshot(path=str(screenshot_dir / f"{name}_FAILED.png"))
+        raise
+    finally:
+        context.close()
+        (lab.root_dir / f"{name}.ipynb").unlink(missing_ok=True)
 
 
 def test_screenshots_stay_in_pytests_own_temporary_folder(screenshot_dir, tmp_path_factory):

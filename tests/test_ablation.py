@@ -45,6 +45,7 @@ def test_a_tiny_ablation_runs_end_to_end_and_resumes_by_skipping_done_runs(tmp_p
         assert result["test_images"] == 64 and 0 <= result["test_accuracy"] <= 1
         assert result["affine_accuracy"] is not None
         assert result["config"]["train_limit"] == 64 and result["config"]["epochs"] == 1
+        assert len(result["val_accuracy_per_epoch"]) == 1 and result["train_seconds"] > 0
     capsnet = next(r for r in results if r["variant"] == "capsnet-r1")
     assert capsnet["config"]["routing_iterations"] == 1 and capsnet["config"]["reconstruction"] is False
     assert isinstance(load_checkpoint(tmp_path / "checkpoints" / "capsnet-r1_seed0" / "best.pt"), CapsNet)
@@ -101,3 +102,35 @@ def test_an_unknown_variant_is_refused(capsys):
     with pytest.raises(SystemExit):
         ablation.build_parser().parse_args(["--variants", "resnet"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_finished_run_trained_further_is_the_longer_run(tmp_path):
+    """--epochs 2 with a 1-epoch run's checkpoints resumes it: its result has both epochs' validation."""
+    base = ["--variants", "capsnet-r1", "--seeds", "0", "--train-limit", "32", "--batch-size", "32"]
+    base += ["--val-size", "32", "--test-limit", "32", "--threads", "1", "--no-affine"]
+    base += ["--checkpoints", str(tmp_path / "checkpoints")]
+    ablation.main(["--out", str(tmp_path / "one"), "--epochs", "1", *base])
+    ablation.main(["--out", str(tmp_path / "two"), "--epochs", "2", *base])
+    [one], [two] = ablation.load_results(tmp_path / "one"), ablation.load_results(tmp_path / "two")
+    assert len(one["val_accuracy_per_epoch"]) == 1 and len(two["val_accuracy_per_epoch"]) == 2
+    assert two["val_accuracy_per_epoch"][0] == one["val_accuracy_per_epoch"][0]
+    assert two["config"]["epochs"] == 2
+
+
+def test_table_1s_pairs_are_tested_seed_by_seed_on_the_same_images(tmp_path):
+    def run(variant, seed, wrong, images=100):
+        return {**fake_result(variant, seed, 0.9), "test_images": images, "test_wrong": wrong, "affine_wrong": None}
+
+    results = [
+        run("capsnet-r1-recon", 0, [1, 2, 3]),
+        run("capsnet-r3-recon", 0, [3]),
+        run("capsnet-r1-recon", 1, [1]),  # its r3 partner is missing: no pair
+        run("capsnet-r1", 0, [1], images=50),  # tested on other images than its partner: no pair
+        run("capsnet-r3", 0, [2]),
+    ]
+    [pair] = ablation.paired_tests(results, ablation.PAIRS)
+    assert (pair["variant"], pair["against"], pair["seed"]) == ("capsnet-r1-recon", "capsnet-r3-recon", 0)
+    assert (pair["test_only_this_right"], pair["test_only_reference_right"]) == (0, 2)
+    assert pair["test_p_value"] == pytest.approx(0.5) and "affine_p_value" not in pair
+    text = ablation.summary_markdown(ablation.summarize(results), "cmd", [pair])
+    assert "| capsnet-r1-recon | capsnet-r3-recon | 0 | 0 / 2 | 0.5 | - | - |" in text

@@ -191,6 +191,10 @@ def test_a_fashion_mnist_run_exports_with_a_card_that_names_its_data_and_augment
     card = json.loads((out / "fashion_test.json").read_text())
     assert card["dataset"] == "Fashion-MNIST" and card["description"].endswith("trained on Fashion-MNIST")
     assert card["data"].startswith("Fashion-MNIST training images") and "rotation up to 30 degrees" in card["data"]
+    published = {
+        entry["source"].rsplit("/", 2)[-2]: entry["test_accuracy"] for entry in card["published_capsnet_results"]
+    }
+    assert published == {"naturomics": 0.906, "XifengGuo": 0.936}  # the public capsule numbers beside ours
     test_images = load_dataset("fashion-mnist", train=False)
     assert all(d is not None and len(d) == len(test_images) and d[0][1] == test_images[0][1] for d in seen)
     with pytest.raises(ValueError, match="trained on 'fashion-mnist', not 'mnist'"):

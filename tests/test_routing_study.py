@@ -25,7 +25,7 @@ def test_a_tiny_routing_study_runs_end_to_end(tmp_path):
     dynamic = load_checkpoint(tmp_path / "checkpoints" / "dynamic-r3_seed0" / "best.pt")
     assert dynamic.routing == "dynamic" and dynamic.routing_iterations == 3
     text = (tmp_path / "summary.md").read_text()
-    assert "| self_attention | 0 |" in text and "python -m capslib.routing_study --out" in text
+    assert "| self_attention | dynamic-r3 | 0 |" in text and "python -m capslib.routing_study --out" in text
 
 
 def result(variant, seed, test_wrong, affine_wrong=None, images=100):

@@ -20,7 +20,16 @@ from ..pretrained import load_checkpoint, read_torch_file, save_pretrained
 from ..utils import hardware_name
 from .accuracy import TEST_SLICE, evaluate, evaluate_multimnist
 
-__all__ = ["git_commit", "describe", "augmentation", "provenance", "export_mnist", "export_multimnist", "DATASET_NAMES"]
+__all__ = [
+    "git_commit",
+    "describe",
+    "augmentation",
+    "provenance",
+    "export_mnist",
+    "export_multimnist",
+    "DATASET_NAMES",
+    "PUBLISHED",
+]
 
 
 def git_commit() -> str:
@@ -38,6 +47,14 @@ def git_commit() -> str:
 
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
+PUBLISHED = {
+    "fashion-mnist": [
+        {"source": "https://github.com/naturomics/CapsNet-Tensorflow", "model": "CapsNet", "test_accuracy": 0.906},
+        {"source": "https://github.com/XifengGuo/CapsNet-Keras", "model": "CapsNet", "test_accuracy": 0.936},
+    ],
+}
+"""Public capsule-network results a card of that dataset is set beside (the repositories' READMEs)."""
 """How a card names the datasets ``export_mnist`` scores on."""
 
 
@@ -149,6 +166,8 @@ def export_mnist(
         "fp32_test_errors": fp32_errors,
         "measured_by": "python -m capslib.evaluate <checkpoint> --export data/pretrained",
     }
+    if dataset in PUBLISHED:
+        card["published_capsnet_results"] = PUBLISHED[dataset]
     return save_pretrained(half, directory, card, name=name), card
 
 

@@ -8,9 +8,15 @@ affine test set (:func:`capslib.data.affine_mnist`).
 Every run is selected on validation only: :func:`capslib.training.loop.fit` keeps the epoch with the best
 validation accuracy in ``best.pt`` (ties: the earlier epoch, since only a strictly better one
 replaces it), and that checkpoint is the one tested. Each finished run writes
-``<out>/runs/<variant>_seed<k>.json`` (its raw result) and is skipped when the command runs again;
-a killed run resumes from its ``last.pt``. ``<out>/summary.md`` and ``summary.json`` hold the
-mean +- standard deviation (sample, n - 1) per variant beside the paper's numbers.
+``<out>/runs/<variant>_seed<k>.json`` (its raw result: the test, the images it got wrong, its
+validation accuracy after every epoch) and is skipped when the command runs again; a killed run
+resumes from its ``last.pt``. ``<out>/summary.md`` and ``summary.json`` hold the mean +- standard
+deviation (sample, n - 1) per variant beside the paper's numbers; ``summary.md`` and ``paired.json``
+hold, per seed, an exact McNemar test of 1 against 3 routing iterations on the same test images.
+
+A finished run trained further is the longer run: the learning rate decays per epoch, so
+``--epochs 10`` with the checkpoints of a 5-epoch run resumes its ``last.pt`` and trains epochs 6-10
+(give a new ``--out``, or the finished results are skipped).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 from ..data.datasets import affine_mnist, load_dataset
 from ..evaluation.accuracy import evaluate
+from ..evaluation.robustness import mcnemar_p
 from ..pretrained import load_checkpoint
 from ..training.loop import TrainConfig, fit
 from ..utils import atomic_write, hardware_name, write_json_atomic
@@ -41,9 +48,15 @@ __all__ = [
     "run_variants",
     "load_results",
     "summarize",
+    "PAIRS",
+    "paired_tests",
     "main",
 ]
 
+
+PAIRS = (("capsnet-r1", "capsnet-r3"), ("capsnet-r1-recon", "capsnet-r3-recon"))
+"""Table 1's paired comparisons, (variant, reference): 1 against 3 routing iterations, without and with
+the reconstruction loss."""
 
 RESULT_KEYS = ("variant", "seed", "test_accuracy", "test_errors", "test_images", "affine_accuracy", "best_val_accuracy")
 
@@ -80,6 +93,7 @@ def run_variant(
     model = load_checkpoint(run_dir / "best.pt", device=config.device)
     test = evaluate(model, load_dataset(config.dataset, train=False), limit=test_limit, progress=False)
     affine = evaluate(model, affine_set, limit=test_limit, progress=False) if affine_set is not None else None
+    history = trained["history"]  # every epoch's record, the resumed ones too
     result = {
         "variant": variant.name,
         "seed": seed,
@@ -91,9 +105,11 @@ def run_variant(
         "affine_wrong": wrong(affine) if affine is not None else None,
         "best_val_accuracy": trained["best_val_accuracy"],
         "best_epoch": trained["best_epoch"],
+        "val_accuracy_per_epoch": [record["val_accuracy"] for record in history],
         "epochs": config.epochs,
         "train_images_per_epoch": config.train_limit or "all",
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(time.monotonic() - started, 1),  # this command's: training (resumed: its rest) and tests
+        "train_seconds": round(sum(record["epoch_seconds"] for record in history), 1),  # every epoch's
         "config": asdict(config),
         "hardware": hardware_name(next(model.parameters()).device),
         "torch": torch.__version__,
@@ -188,8 +204,57 @@ def summarize(results: list[dict], variants=VARIANTS, paper=PAPER_TEST_ERROR) ->
     return rows
 
 
-def summary_markdown(rows: list[dict], command: str) -> str:
-    """The summary as a Markdown table, with the command that made it."""
+def paired_tests(results: list[dict], pairs) -> list[dict]:
+    """For each seed and each ``(variant, reference)`` of ``pairs``: the test images only one of the
+    two got right, and the exact McNemar p-value, on the MNIST test set and on the affine set (where
+    both runs measured it). Runs without their partner of the same seed, or tested on other
+    images, are left out."""
+    rows = []
+    by_run = {(r["variant"], r["seed"]): r for r in results}
+    for seed in sorted({r["seed"] for r in results}):
+        for name, reference in pairs:
+            result, base = by_run.get((name, seed)), by_run.get((reference, seed))
+            if result is None or base is None or result["test_images"] != base["test_images"]:
+                continue
+            row = {"variant": name, "seed": seed, "against": reference}
+            for split in ("test", "affine"):
+                mine, theirs = result.get(f"{split}_wrong"), base.get(f"{split}_wrong")
+                if mine is None or theirs is None:
+                    continue
+                only_mine_right = len(set(theirs) - set(mine))  # the reference got them wrong, this one right
+                only_theirs_right = len(set(mine) - set(theirs))
+                row[f"{split}_only_this_right"] = only_mine_right
+                row[f"{split}_only_reference_right"] = only_theirs_right
+                row[f"{split}_p_value"] = mcnemar_p(only_mine_right, only_theirs_right)
+            rows.append(row)
+    return rows
+
+
+def paired_markdown(pairs: list[dict]) -> list[str]:
+    """The paired tests as Markdown lines (none without pairs)."""
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Paired on the same images, per seed: images only one of the two got right, exact McNemar p.",
+        "",
+        "| variant | against | seed | test: only it / only the other | p | affine: only it / only the other | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        cells = [pair["variant"], pair["against"], pair["seed"]]
+        for split in ("test", "affine"):
+            if f"{split}_p_value" in pair:
+                counts = f"{pair[f'{split}_only_this_right']} / {pair[f'{split}_only_reference_right']}"
+                cells += [counts, f"{pair[f'{split}_p_value']:.3g}"]
+            else:
+                cells += ["-", "-"]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines
+
+
+def summary_markdown(rows: list[dict], command: str, pairs: list[dict] = ()) -> str:
+    """The summary as a Markdown table (and the paired tests), with the command that made it."""
     lines = [
         "| variant | runs | test images | test error % (mean +- std) | paper's test error % | affine test accuracy % |",
         "|---|---|---|---|---|---|",
@@ -199,6 +264,7 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
         cells = [row["variant"], row["runs"], row["test_images"], error, row["paper_test_error_percent"], affine]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    lines += paired_markdown(list(pairs))
     return "\n".join(lines) + f"\n\nMade by: `{command}`\n"
 
 
@@ -263,11 +329,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     affine_set = None if args.no_affine else affine_mnist()[0]
     checkpoints = Path(args.checkpoints) if args.checkpoints else None
     run_variants(args.variants, VARIANTS, args.seeds, recipe, out, affine_set, args.test_limit, checkpoints)
-    rows = summarize(load_results(out))
+    results = load_results(out)
+    rows, pairs = summarize(results), paired_tests(results, PAIRS)
     command = shlex.join(["python", "-m", "capslib.ablation", *argv])
     write_json_atomic(rows, out / "summary.json")
-    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(summary_markdown(rows, command)))
-    print(summary_markdown(rows, command))
+    write_json_atomic(pairs, out / "paired.json")
+    text = summary_markdown(rows, command, pairs)
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    print(text)
     return rows
 
 

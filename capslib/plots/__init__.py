@@ -18,6 +18,7 @@ from . import (
     robustness,
     routing,
     scrubbers,
+    studies,
 )
 from .algorithms import *  # noqa: F403
 from .architecture import *  # noqa: F403
@@ -34,12 +35,13 @@ from .results import *  # noqa: F403
 from .robustness import *  # noqa: F403
 from .routing import *  # noqa: F403
 from .scrubbers import *  # noqa: F403
+from .studies import *  # noqa: F403
 
 __all__ = [
     name
     for module in (
         images, capsules, equations, routing, coupling, dimensions, equivariance, results, robustness, multimnist,
-        architecture, inverse_graphics, explaining, scrubbers, algorithms,
+        architecture, inverse_graphics, explaining, scrubbers, algorithms, studies,
     )
     for name in module.__all__
 ]  # fmt: skip

@@ -32,7 +32,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
 SOLUTIONS = sorted(SOLUTION_DIR.glob("[0-9][0-9]_solutions.ipynb"))
 FIRST_NUMBER = 0  # the series starts with 00_why_capsules
-LAST_NUMBER = 10  # the series ends with 10_multimnist
+LAST_NUMBER = 11  # the series ends with 11_routing_algorithms
 ids = [path.stem for path in NOTEBOOKS]
 solution_ids = [f"solutions/{path.stem}" for path in SOLUTIONS]
 

@@ -77,6 +77,10 @@ SLIDERS_OF = {
         ("A dx", None),  # the pair-maker's horizontal shift of digit A: 3 -> 4
         ("first digit", None),  # the pair-maker's first test digit: 0 -> 1
     ],
+    "11_routing_algorithms": [
+        ("iteration", 0.6),  # the iteration drawn: 3 -> 4 -> 6 (its maximum; 3 in fast mode) -> 5
+        ("algorithm", None),  # which algorithm routes the votes: dynamic -> uniform
+    ],
 }
 DEFAULT_DRAG_TO = 0.3
 

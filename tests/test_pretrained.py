@@ -15,9 +15,12 @@ import torch
 from torch.utils.data import TensorDataset
 
 import capslib
+from capslib.data import load_dataset
+from capslib.data.datasets import DEBIAN_FASHION_MNIST
 from capslib.evaluation.accuracy import TEST_SLICE, evaluate
 from capslib.pretrained import model_card, pretrained_dir
 from capslib.training.checkpoints import initial_weights, load_last
+from capslib.utils import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -334,3 +337,26 @@ def test_evaluate_cli_returns_what_it_measured_as_its_annotation_says(fast_cli):
     assert set(typing.get_args(typing.get_type_hints(main)["return"])) == {Evaluation, MultiEvaluation}
     assert isinstance(main(["pretrained", "--device", "cpu", "--dataset", "multimnist"]), MultiEvaluation)
     assert isinstance(main(["pretrained", "--device", "cpu"]), Evaluation)
+
+
+FASHION = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST.exists() or (data_dir() / "fashion-mnist").exists()),
+    reason="Fashion-MNIST not installed (Debian's dataset-fashion-mnist)",
+)
+
+
+@FASHION
+@pytest.mark.parametrize("limit", [TEST_SLICE, pytest.param(None, marks=pytest.mark.slow)], ids=["slice", "all"])
+def test_the_shipped_fashion_model_measures_what_its_card_says(limit):
+    """capsnet_fashion_mnist: a capsule network (its card names the architecture and routing), at
+    least 92.5% on the 10,000 Fashion-MNIST test images, set beside the public capsule numbers."""
+    card = model_card("capsnet_fashion_mnist")
+    assert card["dataset"] == "Fashion-MNIST" and card["test_images"] == 10_000
+    assert card["test_accuracy"] >= 0.925, "the issue's bar for a shipped Fashion-MNIST model"
+    assert "Efficient-CapsNet" in card["description"] and "routing" in card["description"]
+    assert [entry["test_accuracy"] for entry in card["published_capsnet_results"]] == [0.906, 0.936]
+    model = capslib.load_pretrained("cpu", name="capsnet_fashion_mnist")
+    assert isinstance(model, capslib.EfficientCapsNet)
+    result = evaluate(model, load_dataset("fashion-mnist", train=False), limit=limit, progress=False)
+    expected = card["test_slice_errors"] if limit else card["test_errors"]
+    assert abs(result.errors - expected) <= 1

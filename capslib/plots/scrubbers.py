@@ -23,6 +23,7 @@ import html
 import io
 import itertools
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["Scrubber", "scrubber", "MAX_SCRUBBER_BYTES"]
@@ -244,7 +245,5 @@ def scrubber(
 
 
 def _count(grid) -> int:
-    count = 1
-    for labels, _ in grid:
-        count *= len(labels)
-    return count
+    """How many frames ``grid`` (a list of ``(labels, values)`` per slider) makes: every combination."""
+    return math.prod(len(labels) for labels, _ in grid)

@@ -13,6 +13,15 @@ epoch 5 to 10 is the run that ``--epochs 10`` makes. Each finished stage of ``ca
 deadline stops is lost, and the stages finished before it stand. At the deadline every process is
 sent SIGTERM (they checkpoint), and the results, histories, logs and the small checkpoints worth
 shipping are packed into ``$OUT`` (at most 8 files of 16 MiB come back).
+
+What travels to the device is the working tree (at most 64 MiB): before the call, move the three
+large shipped weights (``capsnet_mnist.pt``, ``capsnet_multimnist.pt``, ``cnn_baseline_mnist.pt``,
+41 MB) out of ``data/pretrained/`` (no job here loads them) and copy Fashion-MNIST into
+``data/fashion-mnist/`` (31 MB; list it in ``.git/info/exclude`` and name it in the call's
+``carry``); move the weights back after. The call: ``export PYTHONPATH=$PWD PYTHONUNBUFFERED=1;
+python3 scripts/lease_runs.py full --deadline 520 2>&1 | tee $OUT/driver.log`` with a 600 s limit.
+Then unpack ``results.tgz`` in the repository root: the studies' raw results land in ``results/``,
+each run's history and log in ``runs/lease/``.
 """
 
 from __future__ import annotations

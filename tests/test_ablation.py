@@ -113,6 +113,7 @@ def test_a_finished_run_trained_further_is_the_longer_run(tmp_path):
     ablation.main(["--out", str(tmp_path / "two"), "--epochs", "2", *base])
     [one], [two] = ablation.load_results(tmp_path / "one"), ablation.load_results(tmp_path / "two")
     assert len(one["val_accuracy_per_epoch"]) == 1 and len(two["val_accuracy_per_epoch"]) == 2
+    assert len(two["epoch_seconds"]) == 2 and two["epoch_hardware"] == [two["hardware"]] * 2
     assert two["val_accuracy_per_epoch"][0] == one["val_accuracy_per_epoch"][0]
     assert two["config"]["epochs"] == 2
 

@@ -32,7 +32,7 @@ from capslib.training import TrainConfig, fit
 from capslib.training.checkpoints import save_atomic
 from capslib.training.cli import build_parser, config_from_args
 from capslib.training.faults import TrainingInterrupted
-from capslib.utils import eval_mode
+from capslib.utils import eval_mode, hardware_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,6 +123,8 @@ def test_resume_is_exact(tiny_data, tmp_path, ema_decay):
     assert [round(h["train_loss"], 6) for h in resumed["history"]] == [
         round(h["train_loss"], 6) for h in straight["history"]
     ]
+    # each epoch says where it ran: a resumed run may have changed machines between its epochs
+    assert [h["hardware"] for h in resumed["history"]] == [hardware_name(torch.device("cpu"))] * 2
 
 
 def test_same_seed_same_weights_on_cpu(tiny_data, tmp_path):

@@ -47,6 +47,7 @@ def git_commit() -> str:
 
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+"""How a card names the datasets ``export_mnist`` scores on."""
 
 PUBLISHED = {
     "fashion-mnist": [
@@ -55,7 +56,6 @@ PUBLISHED = {
     ],
 }
 """Public capsule-network results a card of that dataset is set beside (the repositories' READMEs)."""
-"""How a card names the datasets ``export_mnist`` scores on."""
 
 
 def describe(model: torch.nn.Module, dataset: str = "mnist") -> str:

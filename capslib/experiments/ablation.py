@@ -110,6 +110,9 @@ def run_variant(
         "train_images_per_epoch": config.train_limit or "all",
         "seconds": round(time.monotonic() - started, 1),  # this command's: training (resumed: its rest) and tests
         "train_seconds": round(sum(record["epoch_seconds"] for record in history), 1),  # every epoch's
+        # per epoch: its seconds (a resumed epoch: its rest only) and machine (a run may span several)
+        "epoch_seconds": [round(record["epoch_seconds"], 1) for record in history],
+        "epoch_hardware": [record.get("hardware", "unrecorded") for record in history],
         "config": asdict(config),
         "hardware": hardware_name(next(model.parameters()).device),
         "torch": torch.__version__,

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..evaluation.predict import accuracy
-from ..utils import seed_everything, write_json_atomic
+from ..utils import hardware_name, seed_everything, write_json_atomic
 from .batches import BatchSource, load_data
 from .checkpoints import EpochSums, RunState, load_last, remove_stale_temporaries, save_run
 from .config import TrainConfig
@@ -216,6 +216,8 @@ def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, s
         "val_errors": round((1 - val_accuracy) * num_val),
         "epoch_seconds": seconds,  # since this epoch (re)started: a resumed epoch counts only its rest
         "elapsed_seconds": run.elapsed_before + time.monotonic() - run.started,  # the whole run so far
+        # where this epoch ran: a resumed run may change machines (and speed) between epochs
+        "hardware": hardware_name(next(run.model.parameters()).device),
     }
 
 

@@ -163,13 +163,12 @@ def full_jobs() -> list[Job]:
         ("effmnist_b16_seed0", ["--batch-size", "16", "--lr", "5e-4", "--lr-decay", "0.96", "--seed", "0"]),
     ):
         jobs.append(train_job(name, efficient + recipe, [20, 40, 60, 80, 100, 120]))
-    # Issue 23, item 3: CNNs on Fashion-MNIST with the recipe of the shipped capsnet_fashion_mnist
-    # (an epoch of cnn-small takes about 6 minutes on 2 CPU cores: 30 of them are a GPU's job).
+    # Issue 23, item 3: the paper's 35.4M-parameter CNN on Fashion-MNIST with the recipe of the shipped
+    # capsnet_fashion_mnist (cnn-small, trained so on the CPU, ships as cnn_fashion_mnist).
     fashion = ["--dataset", "fashion-mnist", "--augment", "shift", "--max-shift", "2", "--batch-size", "32"]
     fashion += ["--lr", "1e-3", "--lr-decay", "0.9", "--ema-decay", "0.999"]
-    for model in ("cnn-small", "cnn-baseline"):
-        name = f"fashion_{model}"
-        jobs.append(train_job(name, ["--model", model, *fashion], [10, 20, 30], ["--dataset", "fashion-mnist"]))
+    options = ["--model", "cnn-baseline", *fashion]
+    jobs.append(train_job("fashion_cnn-baseline", options, [10, 20, 30], ["--dataset", "fashion-mnist"]))
     return jobs
 
 

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import capslib
+from capslib.baselines import BaselineCNN
 from capslib.data import load_dataset
 from capslib.data.datasets import DEBIAN_FASHION_MNIST
 from capslib.evaluation.accuracy import TEST_SLICE, evaluate
@@ -359,4 +360,23 @@ def test_the_shipped_fashion_model_measures_what_its_card_says(limit):
     assert isinstance(model, capslib.EfficientCapsNet)
     result = evaluate(model, load_dataset("fashion-mnist", train=False), limit=limit, progress=False)
     expected = card["test_slice_errors"] if limit else card["test_errors"]
+    assert abs(result.errors - expected) <= 1
+
+
+@FASHION
+@pytest.mark.parametrize("limit", [TEST_SLICE, pytest.param(None, marks=pytest.mark.slow)], ids=["slice", "all"])
+def test_the_shipped_fashion_cnn_was_trained_as_the_capsule_network_was_and_measures_its_card(limit):
+    """cnn_fashion_mnist: the CNN set beside capsnet_fashion_mnist, trained with the same recipe (only
+    the model and where it was written differ), selected the same way, scored on the same images."""
+    cnn, capsules = model_card("cnn_fashion_mnist"), model_card("capsnet_fashion_mnist")
+    assert cnn["dataset"] == "Fashion-MNIST" and cnn["test_images"] == 10_000
+    assert "cnn-small" in cnn["description"]
+    recipe = {key: value for key, value in cnn["train_config"].items() if key not in ("model", "out_dir")}
+    reference = {key: value for key, value in capsules["train_config"].items() if key not in ("model", "out_dir")}
+    assert recipe == reference
+    assert cnn["selected_by"] == capsules["selected_by"]
+    model = capslib.load_pretrained("cpu", name="cnn_fashion_mnist")
+    assert isinstance(model, BaselineCNN)
+    result = evaluate(model, load_dataset("fashion-mnist", train=False), limit=limit, progress=False)
+    expected = cnn["test_slice_errors"] if limit else cnn["test_errors"]
     assert abs(result.errors - expected) <= 1

@@ -135,3 +135,22 @@ def test_table_1s_pairs_are_tested_seed_by_seed_on_the_same_images(tmp_path):
     assert pair["test_p_value"] == pytest.approx(0.5) and "affine_p_value" not in pair
     text = ablation.summary_markdown(ablation.summarize(results), "cmd", [pair])
     assert "| capsnet-r1-recon | capsnet-r3-recon | 0 | 0 / 2 | 0.5 | - | - |" in text
+
+
+def test_a_signal_stops_the_study_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM during a run (fit has checkpointed it): no traceback, exit status 143, and the way on."""
+    import signal
+
+    from capslib.training.faults import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(signal.SIGTERM, "stopped at epoch 2/5, 10 of its 430 batches done; saved last.pt")
+
+    monkeypatch.setattr(ablation, "run_variant", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        ablation.main(["--out", str(tmp_path), "--variants", "capsnet-r1", "--seeds", "3", "--no-affine"])
+    assert stopped.value.code == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopped at epoch 2/5" in err and "capsnet-r1 seed 3 stopped" in err
+    assert "Run the same command again to resume" in err
+    assert not (tmp_path / "runs").exists()  # nothing half-written

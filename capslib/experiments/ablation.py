@@ -36,6 +36,7 @@ from ..data.datasets import affine_mnist, load_dataset
 from ..evaluation.accuracy import evaluate
 from ..evaluation.robustness import mcnemar_p
 from ..pretrained import load_checkpoint
+from ..training.faults import TrainingInterrupted
 from ..training.loop import TrainConfig, fit
 from ..utils import atomic_write, hardware_name, write_json_atomic
 from .table1 import PAPER_TEST_ERROR, VARIANTS, Variant
@@ -137,14 +138,25 @@ def run_variants(
     checkpoints: Path | None = None,
 ) -> None:
     """:func:`run_variant` for every seed and every variant of ``names``, seed by seed, skipping
-    the runs whose result ``<out>/runs/<name>_seed<k>.json`` exists."""
+    the runs whose result ``<out>/runs/<name>_seed<k>.json`` exists. SIGINT or SIGTERM stops the run
+    under way after its checkpoint, with one line that says how to resume, and exits with 128 + the
+    signal."""
     for seed in seeds:
         for name in names:
             if (out / "runs" / f"{name}_seed{seed}.json").exists():
                 print(f"{name} seed {seed}: done already (delete its runs/*.json to redo it)", flush=True)
                 continue
             print(f"{name} seed {seed}: training", flush=True)
-            result = run_variant(variants[name], seed, recipe, out, affine_set, test_limit, checkpoints)
+            try:
+                result = run_variant(variants[name], seed, recipe, out, affine_set, test_limit, checkpoints)
+            except TrainingInterrupted as stop:  # SIGINT/SIGTERM: fit checkpointed; one line, not a traceback
+                print(
+                    f"{stop}; {name} seed {seed} stopped. Run the same command again to resume it "
+                    "(finished runs are skipped)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                raise SystemExit(stop.exit_status) from None
             print(f"{name} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}%", flush=True)
 
 

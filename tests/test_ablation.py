@@ -114,6 +114,7 @@ def test_a_finished_run_trained_further_is_the_longer_run(tmp_path):
     [one], [two] = ablation.load_results(tmp_path / "one"), ablation.load_results(tmp_path / "two")
     assert len(one["val_accuracy_per_epoch"]) == 1 and len(two["val_accuracy_per_epoch"]) == 2
     assert len(two["epoch_seconds"]) == 2 and two["epoch_hardware"] == [two["hardware"]] * 2
+    assert two["epoch_amp"] == [False, False]
     assert two["val_accuracy_per_epoch"][0] == one["val_accuracy_per_epoch"][0]
     assert two["config"]["epochs"] == 2
 
@@ -154,3 +155,10 @@ def test_a_signal_stops_the_study_with_one_line_that_says_how_to_resume(tmp_path
     assert "SIGTERM: stopped at epoch 2/5" in err and "capsnet-r1 seed 3 stopped" in err
     assert "Run the same command again to resume" in err
     assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_amp_is_an_option_of_the_shared_recipe():
+    """--amp (bf16 autocast where the CPU or GPU has it) reaches every run's config; off by default."""
+    parser = ablation.build_parser()
+    assert ablation.recipe_from(parser.parse_args(["--amp"])).amp is True
+    assert ablation.recipe_from(parser.parse_args([])).amp is False

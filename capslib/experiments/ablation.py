@@ -114,6 +114,7 @@ def run_variant(
         # per epoch: its seconds (a resumed epoch: its rest only) and machine (a run may span several)
         "epoch_seconds": [round(record["epoch_seconds"], 1) for record in history],
         "epoch_hardware": [record.get("hardware", "unrecorded") for record in history],
+        "epoch_amp": [record.get("amp", "unrecorded") for record in history],
         "config": asdict(config),
         "hardware": hardware_name(next(model.parameters()).device),
         "torch": torch.__version__,
@@ -296,6 +297,12 @@ def add_run_options(parser: argparse.ArgumentParser, epochs: int, batch_size: in
     parser.add_argument("--batch-size", type=int, default=batch_size, help="the shared batch size")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: torch's default)")
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="bf16 autocast: on CUDA, or on a CPU with native bf16 (AVX512-BF16, AMX; elsewhere it is slower); "
+        "each epoch's record says whether it ran so",
+    )
     parser.add_argument("--val-size", type=int, default=5000, help="the last N training images validate")
     parser.add_argument("--test-limit", type=int, default=None, help="test on the first N images only (smoke tests)")
     parser.add_argument("--no-affine", action="store_true", help="skip the affine test set")
@@ -310,6 +317,7 @@ def recipe_from(args: argparse.Namespace, **shared) -> TrainConfig:
         val_size=args.val_size,
         device=args.device,
         threads=args.threads,
+        amp=args.amp,
         tensorboard=False,
         progress=False,
         **shared,

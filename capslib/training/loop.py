@@ -139,7 +139,8 @@ def _fit(model, train_set, val_set, config: TrainConfig, resume: bool, world: Wo
                 if sums is None:  # stopped part-way (stop_after_batches, a signal): checkpointed
                     break
                 val_accuracy = accuracy(run.eval_model, data.val_x, data.val_y, config.eval_batch_size)
-                record = epoch_record(run, sums, val_accuracy, len(data.val_x), time.monotonic() - epoch_start)
+                seconds = time.monotonic() - epoch_start
+                record = epoch_record(run, sums, val_accuracy, len(data.val_x), seconds, config.amp)
                 end_epoch(run, record, config, hooks, world, data.val_x)
                 if stopping.stop_at_epoch_end():
                     break
@@ -202,8 +203,11 @@ def train_one_epoch(
     return sum_across(read(), world, source.device)
 
 
-def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, seconds: float) -> dict:
-    """The history entry of epoch ``run.epoch`` from its training sums and validation accuracy."""
+def epoch_record(
+    run: RunState, sums: dict, val_accuracy: float, num_val: int, seconds: float, amp: bool = False
+) -> dict:
+    """The history entry of epoch ``run.epoch`` from its training sums and validation accuracy (``amp``:
+    whether it trained under autocast, which a resumed run may switch)."""
     return {
         "epoch": run.epoch + 1,
         "lr": run.optimizer.param_groups[0]["lr"],
@@ -218,6 +222,7 @@ def epoch_record(run: RunState, sums: dict, val_accuracy: float, num_val: int, s
         "elapsed_seconds": run.elapsed_before + time.monotonic() - run.started,  # the whole run so far
         # where this epoch ran: a resumed run may change machines (and speed) between epochs
         "hardware": hardware_name(next(run.model.parameters()).device),
+        "amp": amp,
     }
 
 

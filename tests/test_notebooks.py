@@ -15,6 +15,7 @@ its committed run printed.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import warnings
@@ -62,6 +63,19 @@ def test_series_exists():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
     numbers = [number(p) for p in NOTEBOOKS]
     assert len(numbers) == len(set(numbers)), f"two notebooks share a number: {[p.name for p in NOTEBOOKS]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=ids + solution_ids)
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 gives every cell an id (JupyterLab, the site and nbclient rely on it; a cell
+    added by a script without one draws a MissingIDFieldWarning now and an error later). Read from
+    the raw file: nbformat's reader fills missing ids in silently."""
+    raw = json.loads(path.read_text())
+    if (raw["nbformat"], raw["nbformat_minor"]) < (4, 5):
+        return
+    cell_ids = [cell.get("id") for cell in raw["cells"]]
+    assert None not in cell_ids, f"cells without an id: {[k for k, i in enumerate(cell_ids) if i is None]}"
+    assert len(set(cell_ids)) == len(cell_ids), "two cells share an id"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)

@@ -114,7 +114,7 @@ def test_uniform_coupling_shifts_nothing():
 
 
 class _TinyCapsNet(torch.nn.Module):
-    """The three pieces model_prediction_vectors needs, tiny and random."""
+    """What model_prediction_vectors needs (primary capsules and a routing layer), tiny and random."""
 
     def __init__(self):
         super().__init__()
@@ -125,6 +125,9 @@ class _TinyCapsNet(torch.nn.Module):
 
     def check_images(self, images):
         pass
+
+    def primary_capsules(self, images):
+        return self.primary_caps(torch.relu(self.conv1(images)))  # (B, 16, 4)
 
 
 def test_routing_shift_of_images_matches_routing_each_count():

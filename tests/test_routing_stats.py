@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from capslib import CapsNet, dynamic_routing, squash
+from capslib import CapsNet, EfficientCapsNet, dynamic_routing, squash
 from capslib.analysis.routing_stats import (
     STATISTICS_COLUMNS,
     model_prediction_vectors,
@@ -95,6 +95,19 @@ def test_prediction_vectors_are_what_the_model_routes(small_model):
     with torch.no_grad():
         out = small_model(images, return_trace=True)
     torch.testing.assert_close(model_prediction_vectors(small_model, images), out.u_hat)
+
+
+def test_prediction_vectors_of_an_efficient_capsnet_are_what_it_routes():
+    """The votes come from the model's own primary_capsules, not from CapsNet's conv1 (which
+    Efficient-CapsNet does not have)."""
+    torch.manual_seed(0)
+    model = EfficientCapsNet(routing="dynamic").eval()
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = model(images, return_trace=True)
+    u, u_hat = model_prediction_vectors(model, images, return_primary=True)
+    assert u.shape == (2, 16, 8) and u_hat.shape == (2, 16, 10, 16)
+    torch.testing.assert_close(u_hat, out.u_hat)
 
 
 def test_predictions_by_iterations_match_the_model_routing_that_many_times(small_model):

@@ -90,8 +90,10 @@ def model_prediction_vectors(
     """The prediction vectors ``u_hat`` a CapsNet routes for ``images``, without routing them.
 
     Args:
-        model: a :class:`capslib.CapsNet` (or a model with ``conv1``, ``primary_caps`` and
-            ``digit_caps`` like it). Run in eval mode, without gradients; its mode is restored after.
+        model: a capsule classifier of capslib (:class:`capslib.CapsNet`,
+            :class:`capslib.EfficientCapsNet`, or any model with a ``primary_capsules(images)``
+            method and a ``digit_caps`` :class:`capslib.RoutingCaps`). Run in eval mode, without
+            gradients; its mode is restored after.
         images: ``(B, C, H, W)`` images in [0, 1].
         return_primary: also return the primary capsules ``u`` the votes are made from.
 
@@ -102,9 +104,8 @@ def model_prediction_vectors(
     model.check_images(images)
     device = next(model.parameters()).device
     with eval_mode(model), torch.no_grad():
-        x = images.to(device=device, dtype=model.conv1.weight.dtype)
-        features = torch.relu(model.conv1(x))  # (B, 256, 20, 20)
-        u = model.primary_caps(features)  # (B, N_in, D_in)
+        x = images.to(device=device, dtype=next(model.parameters()).dtype)
+        u = model.primary_capsules(x)  # (B, N_in, D_in): the model's own layers, whatever they are
         u_hat = model.digit_caps.prediction_vectors(u)  # (B, N_in, N_out, D_out)
     return (u, u_hat) if return_primary else u_hat
 

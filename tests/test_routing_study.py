@@ -26,6 +26,9 @@ def test_a_tiny_routing_study_runs_end_to_end(tmp_path):
     assert dynamic.routing == "dynamic" and dynamic.routing_iterations == 3
     text = (tmp_path / "summary.md").read_text()
     assert "| self_attention | dynamic-r3 | 0 |" in text and "python -m capslib.routing_study --out" in text
+    # one table header for the routings, without the paper's Table 1 column (no routing row has one)
+    assert "| routing | runs | test images | test error % (mean +- std) | affine test accuracy % |" in text
+    assert "paper" not in text
 
 
 def result(variant, seed, test_wrong, affine_wrong=None, images=100):

@@ -6,6 +6,17 @@ how it was trained and what THAT HALF-PRECISION FILE measures on the test set.
 
 The card's training facts (history, config, the selected epoch) come from the training checkpoint
 itself, so a card can only be made from one, never from a shipped model.
+
+What the training fields of a card mean (a card is made from ``best.pt``, the selected epoch's
+checkpoint, so they describe the weights shipped, not the whole run):
+
+- ``selected_epoch``: the epoch whose weights are shipped, chosen by ``selected_by`` on validation;
+- ``epochs_trained``: the epochs behind those weights (equal to ``selected_epoch``). The run itself
+  may have gone on: ``train_config["epochs"]`` is the length it was asked for, and epochs after the
+  selected one did not validate better;
+- ``train_seconds``: the run's wall time up to the selected checkpoint, on ``hardware``;
+- ``test_*``: the shipped half-precision file, scored once on the whole test set at export;
+  ``fp32_test_errors`` is the fp32 checkpoint's count, when it was measured.
 """
 
 from __future__ import annotations

@@ -269,16 +269,28 @@ def paired_markdown(pairs: list[dict]) -> list[str]:
     return lines
 
 
-def summary_markdown(rows: list[dict], command: str, pairs: list[dict] = ()) -> str:
-    """The summary as a Markdown table (and the paired tests), with the command that made it."""
-    lines = [
-        "| variant | runs | test images | test error % (mean +- std) | paper's test error % | affine test accuracy % |",
-        "|---|---|---|---|---|---|",
-    ]
+def summary_markdown(
+    rows: list[dict], command: str, pairs: list[dict] = (), name_column: str = "variant", paper: bool = True
+) -> str:
+    """The summary as a Markdown table (and the paired tests), with the command that made it.
+
+    Args:
+        rows: :func:`summarize`'s rows.
+        command: the command line that made the runs, printed under the tables.
+        pairs: :func:`paired_tests`' rows, drawn as a second table (none: no second table).
+        name_column: the heading of the first column (``"routing"`` in the routing study).
+        paper: add the paper's Table 1 error of each row (only the ablation's rows have one).
+    """
+    heads = [name_column, "runs", "test images", "test error % (mean +- std)"]
+    heads += ["paper's test error %"] if paper else []
+    heads += ["affine test accuracy %"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
         error = f"{row['test_error_percent']:.2f} +- {row['test_error_std']:.2f}"
         affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
-        cells = [row["variant"], row["runs"], row["test_images"], error, row["paper_test_error_percent"], affine]
+        cells = [row["variant"], row["runs"], row["test_images"], error]
+        cells += [row["paper_test_error_percent"]] if paper else []
+        cells += [affine]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     lines += paired_markdown(list(pairs))
     return "\n".join(lines) + f"\n\nMade by: `{command}`\n"

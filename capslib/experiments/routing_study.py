@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..data.datasets import affine_mnist
 from ..utils import atomic_write, write_json_atomic
-from .ablation import add_run_options, load_results, paired_markdown, recipe_from, run_variants, summarize
+from .ablation import add_run_options, load_results, recipe_from, run_variants, summarize, summary_markdown
 from .ablation import paired_tests as ablation_paired_tests
 from .table1 import Variant
 
@@ -55,20 +55,6 @@ def paired_tests(results: list[dict], reference: str = REFERENCE) -> list[dict]:
     return ablation_paired_tests(results, [(name, reference) for name in names])
 
 
-def summary_markdown(rows: list[dict], pairs: list[dict], command: str) -> str:
-    """Both tables as Markdown, with the command that made them."""
-    lines = [
-        "| routing | runs | test images | test error % (mean +- std) | affine test accuracy % (mean +- std) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in rows:
-        error = f"{row['test_error_percent']:.2f} +- {row['test_error_std']:.2f}"
-        affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
-        lines.append(f"| {row['variant']} | {row['runs']} | {row['test_images']} | {error} | {affine} |")
-    lines += paired_markdown(pairs)
-    return "\n".join(lines) + f"\n\nMade by: `{command}`\n"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m capslib.routing_study",
@@ -95,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, pairs = summarize(results, ROUTING_VARIANTS, paper={}), paired_tests(results)
     command = shlex.join(["python", "-m", "capslib.routing_study", *argv])
     write_json_atomic({"routings": rows, "paired": pairs, "command": command}, out / "summary.json")
-    text = summary_markdown(rows, pairs, command)
+    text = summary_markdown(rows, command, pairs, name_column="routing", paper=False)
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
     print(text)
     return {"routings": rows, "paired": pairs}

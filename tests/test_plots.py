@@ -319,6 +319,32 @@ def test_interpret_returns_tensors_and_restores_the_model(images, make_capsnet):
     assert model.routing_iterations == 3 and model.training
 
 
+def test_dimension_effects_are_figure_4s_end_columns_averaged_over_images(images, make_capsnet):
+    """Each dimension's effect is what perturb_dimensions (one image, one pose at a time) gives between
+    its offsets -0.25 and +0.25, averaged over the images; batching does not change it."""
+    model = make_capsnet(0)
+    model.train()
+    effects = interpret.dimension_effects(model, images, limit=0.25, batch_size=3)  # (16,)
+    assert effects.shape == (16,) and model.training
+    one_by_one = torch.stack(
+        [
+            (grid[:, -1] - grid[:, 0]).abs().flatten(1).mean(dim=1)  # (16,): offset +0.25 against -0.25
+            for grid in (interpret.perturb_dimensions(model, image)["reconstructions"] for image in images)
+        ]
+    )  # (B, 16)
+    torch.testing.assert_close(effects, one_by_one.mean(dim=0))
+    torch.testing.assert_close(interpret.dimension_effects(model, images, batch_size=500), effects)
+    for bad, message in (
+        (dict(images=images[0]), r"images must be a non-empty batch \(B, C, H, W\), got \(1, 28, 28\)"),
+        (dict(images=images, limit=0.0), "limit must be a positive offset, got 0.0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            interpret.dimension_effects(model, **bad)
+    without_decoder = capslib.CapsNet(reconstruction=False)
+    with pytest.raises(ValueError, match="needs a model with a decoder"):
+        interpret.dimension_effects(without_decoder, images)
+
+
 def test_bad_indices_and_sizes_raise_value_errors(capsnet):
     image = torch.rand(1, 28, 28)
     trace = capsnet(image[None], return_trace=True).trace

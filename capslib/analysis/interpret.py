@@ -29,6 +29,7 @@ __all__ = [
     "receptive_fields",
     "perturb_dimensions",
     "decode_pose",
+    "dimension_effects",
 ]
 
 PERTURBATIONS = torch.arange(-5, 6, dtype=torch.float32) * 0.05  # linspace would make the middle -3.7e-9 ("-0.00")
@@ -217,3 +218,47 @@ def perturb_dimensions(
         "values": values.cpu(),
         "class_index": torch.tensor(class_index),
     }
+
+
+def dimension_effects(
+    model: torch.nn.Module, images: torch.Tensor, limit: float = 0.25, batch_size: int = 500
+) -> torch.Tensor:
+    """How much each dimension of the winning digit capsule moves its reconstruction (notebook 07).
+
+    For every image, the winning capsule is decoded with dimension ``d`` at ``-limit`` and at
+    ``+limit`` (the others as they are); the two reconstructions' absolute difference is averaged
+    over the pixels and over the images. Large when a dimension changes many pixels a little or a
+    few pixels a lot.
+
+    Args:
+        model: a capsule classifier with a decoder, in any mode (run in eval mode without gradients,
+            restored afterwards).
+        images: ``(B, C, H, W)`` images in [0, 1].
+        limit: the offset (the paper's Figure 4 range is 0.25).
+        batch_size: images decoded at a time; the result does not depend on it beyond float rounding.
+
+    Returns:
+        ``(D_out,)`` the mean |pixel change| of each dimension, on the CPU.
+    """
+    decoder = getattr(model, "decoder", None)
+    if decoder is None:
+        raise ValueError("dimension_effects needs a model with a decoder (reconstruction=True)")
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty batch (B, C, H, W), got {tuple(images.shape)}")
+    if not limit > 0:
+        raise ValueError(f"limit must be a positive offset, got {limit}")
+    device = _model_device(model)
+    total = torch.zeros(decoder.out_dim, dtype=torch.float64)  # (D_out,): summed over images and pixels
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out = model(images[start : start + batch_size].to(device))
+            winners = out.predictions  # (b,)
+            rows = torch.arange(len(winners), device=device)  # (b,)
+            for d in range(decoder.out_dim):
+                low, high = out.poses.clone(), out.poses.clone()  # (b, N_out, D_out)
+                low[rows, winners, d] -= limit
+                high[rows, winners, d] += limit
+                change = decoder(high, winners) - decoder(low, winners)  # (b, C, H, W)
+                total[d] += change.abs().sum(dtype=torch.float64).cpu()
+    pixels = images[0].numel()  # C * H * W
+    return (total / (len(images) * pixels)).float()  # (D_out,)

@@ -2,10 +2,14 @@
 the rest only inside the script, deterministic, bounded in size, and no figure left open."""
 
 import base64
+import io
+import math
 import re
 
 import matplotlib
+import numpy as np
 import pytest
+from PIL import Image
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -90,3 +94,22 @@ def test_names_and_start_choose_the_labels_and_the_picture_shown_first():
         scrubber(plot_line, start={"slope": 5}, slope=[-1, 0, 1])
     with pytest.raises(ValueError, match="only name the sliders"):
         scrubber(plot_line, names={"offset": "x"}, slope=[-1, 0, 1])
+
+
+def plot_wide_ticks(scale):
+    """Tick labels whose width changes with the slider: a tight crop of each frame would differ."""
+    figure, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, scale])
+    ax.set_title("x" * int(max(1, math.log10(scale))))
+    return figure
+
+
+def test_every_frame_has_one_size_and_the_axes_stay_where_they_are():
+    """Frames are aligned on the union of their tight boxes: the y tick labels of 1e6 are wider than
+    those of 1, yet the axes' frame (its dark spine pixels) sits at the same columns in every frame."""
+    made = scrubber(plot_wide_ticks, scale=[1.0, 1e3, 1e6])
+    pictures = [np.asarray(Image.open(io.BytesIO(frame)).convert("L")) for frame in made.frames]
+    assert len({picture.shape for picture in pictures}) == 1
+    dark_columns = [np.nonzero((picture < 60).sum(axis=0) > picture.shape[0] // 2)[0] for picture in pictures]
+    assert all(np.array_equal(columns, dark_columns[0]) for columns in dark_columns)  # the two vertical spines
+    assert len(dark_columns[0]) >= 2

@@ -145,16 +145,45 @@ def _positions(name: str, values) -> tuple[list[str], list]:
     return labels, chosen
 
 
-def _png(figure, dpi: int) -> bytes:
-    """The figure as a 256-colour PNG (a third of the full-colour size for plots), deterministic bytes."""
+def _render(figure, dpi: int):
+    """``(picture, box)``: the figure's tight picture (an RGB ``PIL.Image``, as the notebook's inline
+    figures are cropped: nothing cut off at the edges) and the box it shows, in inches from the
+    figure's lower-left corner."""
+    from matplotlib.transforms import Affine2D, Bbox
     from PIL import Image
 
+    figure.canvas.draw()
+    # The box bbox_inches="tight" would crop to (its default pad, 0.1 inch), computed here so the
+    # frames of one scrubber can be aligned on the union of their boxes afterwards.
+    box = figure.get_tightbbox(figure.canvas.get_renderer()).padded(0.1)
+    # Snapped outward to whole pixels, so two frames' drawings land on the same pixel grid.
+    (x0, y0), (x1, y1) = box.get_points() * dpi
+    box = Bbox([[math.floor(x0), math.floor(y0)], [math.ceil(x1), math.ceil(y1)]]).transformed(
+        Affine2D().scale(1 / dpi)
+    )
     buffer = io.BytesIO()
-    # bbox_inches="tight", as the notebook's inline figures: nothing cut off at the edges
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    picture = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(colors=256)
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches=box, metadata={"Software": None})
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), box
+
+
+def _aligned(picture, box, union, dpi: int):
+    """``picture`` (showing ``box``) placed where ``box`` lies in ``union``, on white: every frame of
+    a scrubber the same size, its axes where the others have them, so the slider never shifts them."""
+    from PIL import Image
+
+    width, height = round(union.width * dpi), round(union.height * dpi)
+    left, top = round((box.x0 - union.x0) * dpi), round((union.y1 - box.y1) * dpi)
+    if (width, height, left, top) == (*picture.size, 0, 0):
+        return picture
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(picture, (left, top))
+    return canvas
+
+
+def _png(picture) -> bytes:
+    """An RGB picture as a 256-colour PNG (a third of the full-colour size for plots), deterministic bytes."""
     out = io.BytesIO()
-    picture.save(out, format="PNG", optimize=True)
+    picture.quantize(colors=256).save(out, format="PNG", optimize=True)
     return out.getvalue()
 
 
@@ -192,6 +221,7 @@ def scrubber(
             is shown; use fewer positions or a lower ``dpi``).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
 
     if not sliders:
         raise ValueError("scrubber needs at least one slider, e.g. iteration=[1, 2, 3]; got none")
@@ -208,7 +238,7 @@ def scrubber(
         first.append(chosen.index(start[keyword]) if keyword in start else 0)
     inner = getattr(plot_fn, "func", plot_fn)
     title = title or getattr(inner, "__name__", "plot")
-    frames, size = [], 0
+    pictures, boxes, frames, size = [], [], [], 0
     was_interactive = plt.isinteractive()
     plt.ioff()  # frames are rendered, not shown
     try:
@@ -216,7 +246,10 @@ def scrubber(
             before = set(plt.get_fignums())
             returned = plot_fn(**dict(zip(keywords, values, strict=True)))
             figure = returned if hasattr(returned, "savefig") else plt.gcf()
-            frames.append(_png(figure, dpi))
+            picture, box = _render(figure, dpi)
+            pictures.append(picture)
+            boxes.append(box)
+            frames.append(_png(picture))  # as drawn; re-encoded below if alignment pads it
             for number in set(plt.get_fignums()) - before:
                 plt.close(number)
             plt.close(figure)
@@ -229,6 +262,13 @@ def scrubber(
     finally:
         if was_interactive:
             plt.ion()
+    # Tick labels and titles change width from frame to frame, so each tight crop differs a little:
+    # placed on the union of the boxes, every frame has one size and the axes stay put as the slider moves.
+    union = Bbox.union(boxes)
+    for k, (picture, box) in enumerate(zip(pictures, boxes, strict=True)):
+        placed = _aligned(picture, box, union, dpi)
+        if placed is not picture:
+            frames[k] = _png(placed)
     if caption is None:
         caption = (
             f"{len(frames)} precomputed frames. The slider moves on the series' static site, in VS Code, and "

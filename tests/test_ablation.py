@@ -136,6 +136,9 @@ def test_table_1s_pairs_are_tested_seed_by_seed_on_the_same_images(tmp_path):
     assert pair["test_p_value"] == pytest.approx(0.5) and "affine_p_value" not in pair
     text = ablation.summary_markdown(ablation.summarize(results), "cmd", [pair])
     assert "| capsnet-r1-recon | capsnet-r3-recon | 0 | 0 / 2 | 0.5 | - | - |" in text
+    # one run has no spread: said so, not "+- nan"
+    assert "| capsnet-r3-recon | 1 | 100 | 10.00 (one run) | 0.25 +- 0.005 | 50.00 (one run) |" in text
+    assert "nan" not in text
 
 
 def test_a_signal_stops_the_study_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch, capsys):

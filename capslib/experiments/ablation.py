@@ -269,6 +269,13 @@ def paired_markdown(pairs: list[dict]) -> list[str]:
     return lines
 
 
+def _mean_plus_minus(mean: float, std: float) -> str:
+    """``"1.23 +- 0.04"``; one run has no spread (``"1.23 (one run)"``), no value reads ``"-"``."""
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f} (one run)" if math.isnan(std) else f"{mean:.2f} +- {std:.2f}"
+
+
 def summary_markdown(
     rows: list[dict], command: str, pairs: list[dict] = (), name_column: str = "variant", paper: bool = True
 ) -> str:
@@ -286,8 +293,8 @@ def summary_markdown(
     heads += ["affine test accuracy %"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
-        error = f"{row['test_error_percent']:.2f} +- {row['test_error_std']:.2f}"
-        affine = f"{row['affine_accuracy_percent']:.2f} +- {row['affine_accuracy_std']:.2f}"
+        error = _mean_plus_minus(row["test_error_percent"], row["test_error_std"])
+        affine = _mean_plus_minus(row["affine_accuracy_percent"], row["affine_accuracy_std"])
         cells = [row["variant"], row["runs"], row["test_images"], error]
         cells += [row["paper_test_error_percent"]] if paper else []
         cells += [affine]

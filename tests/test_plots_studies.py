@@ -52,6 +52,20 @@ def test_the_study_draws_every_run_as_a_dot_and_errors_from_zero():
     plt.close("all")
 
 
+def test_the_axes_say_how_many_images_the_runs_were_measured_on():
+    """A smoke run tested on 200 images and validated on 128 is labelled so, not as a full run's 10,000 and 5,000;
+    the epochs are whole numbers."""
+    small = [{**r, "test_images": 200, "config": {"val_size": 128}} for r in RESULTS]
+    errors, affine = plots.plot_study(small)
+    assert "(200 images)" in errors.get_ylabel() and "(200 images)" in affine.get_ylabel()
+    ax = plots.plot_validation_curves(small)
+    assert ax.get_ylabel() == "validation error % (128 images)"
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
+    mixed = [{**small[0], "test_images": 10000}, *small[1:]]
+    assert "(200-10,000 images)" in plots.plot_study(mixed)[0].get_ylabel()
+    plt.close("all")
+
+
 def test_bad_input_says_what_was_expected():
     with pytest.raises(ValueError, match="expected runs of"):
         plots.plot_study(RESULTS, variants=["em"])

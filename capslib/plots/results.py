@@ -180,7 +180,8 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
     # One y axis for both: the paper's errors are a twentieth of ours, and they should look it.
     errors.set_xticks(range(len(slots)), slots, rotation=30, ha="right")
     errors.set_ylim(bottom=0)
-    errors.set(ylabel="MNIST test error % (10,000 images)")
+    tested = _images(r.get("test_images") for r in results)
+    errors.set(ylabel=f"MNIST test error % ({tested})")
     errors.set_title(f"Test error, ours ({budget or 'our budget'}) and the paper's, on one axis", fontsize=10)
     errors.legend(
         handles=[Patch(fc="0.8", label=ours_label), Patch(fc="0.8", hatch="//", ec="black", label=paper_label)],
@@ -189,10 +190,19 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
     )
     affine.set_xticks(range(len(names)), names, rotation=30, ha="right")
     affine.set_ylim(0, 100)
-    affine.set(ylabel="accuracy % (10,000 images)")
+    affine.set(ylabel=f"accuracy % ({tested})")
     affine.set_title(f"Affine test set accuracy here{': ' + budget if budget else ''}", fontsize=10)
     errors.figure.tight_layout()
     return axes
+
+
+def _images(counts) -> str:
+    """``"10,000 images"`` for the image counts the runs were measured on (a range if they differ),
+    so an axis says what a smoke or fast-mode run measured, not what a full one would."""
+    counts = sorted({int(c) for c in counts if c is not None})
+    if not counts:
+        return "images"
+    return f"{counts[0]:,} images" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,} images"
 
 
 def _mean_bar(ax, x: float, values: Sequence[float], colour: str, width: float) -> None:

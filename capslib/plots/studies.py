@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from .results import _mean_bar
+from .results import _images, _mean_bar
 
 __all__ = ["plot_validation_curves", "plot_study"]
 
@@ -61,7 +62,9 @@ def plot_validation_curves(results: Sequence[dict], variants: Sequence[str] | No
             marker = MARKERS[run["seed"] % len(MARKERS)]
             ax.plot(range(1, len(errors) + 1), errors, color=colour, marker=marker, ms=3, lw=1, alpha=0.8, label=label)
     ax.set_ylim(bottom=0)
-    ax.set(xlabel="epoch", ylabel="validation error % (5,000 images)")
+    validated = _images(r.get("config", {}).get("val_size") for r in results if r["variant"] in names)
+    ax.set(xlabel="epoch", ylabel=f"validation error % ({validated})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_title(title or "Every run's validation error (markers: seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -92,9 +95,10 @@ def plot_study(results: Sequence[dict], variants: Sequence[str] | None = None, b
         if measured:
             _mean_bar(affine, i, measured, colour, 0.6)
     suffix = f" ({budget})" if budget else ""
+    tested = _images(r.get("test_images") for r in results if r["variant"] in names)
     for ax, label, title in (
-        (errors, "MNIST test error % (10,000 images)", "Test error, every run a dot"),
-        (affine, "affine test accuracy % (10,000 images)", "Affine test set, every run a dot"),
+        (errors, f"MNIST test error % ({tested})", "Test error, every run a dot"),
+        (affine, f"affine test accuracy % ({tested})", "Affine test set, every run a dot"),
     ):
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set(ylabel=label)

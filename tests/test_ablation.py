@@ -165,3 +165,25 @@ def test_amp_is_an_option_of_the_shared_recipe():
     parser = ablation.build_parser()
     assert ablation.recipe_from(parser.parse_args(["--amp"])).amp is True
     assert ablation.recipe_from(parser.parse_args([])).amp is False
+
+
+def test_status_says_which_runs_are_done_under_way_or_not_started_and_trains_nothing(tmp_path, capsys):
+    base = ["--variants", "capsnet-r1", "--train-limit", "32", "--batch-size", "16", "--val-size", "32"]
+    base += ["--test-limit", "32", "--threads", "1", "--no-affine", "--checkpoints", str(tmp_path / "checkpoints")]
+    ablation.main(["--out", str(tmp_path / "study"), "--epochs", "1", "--seeds", "0", *base])
+    ablation.main(["--out", str(tmp_path / "elsewhere"), "--epochs", "1", "--seeds", "1", *base])  # its last.pt only
+    capsys.readouterr()
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    rows = ablation.main(
+        ["--out", str(tmp_path / "study"), "--epochs", "2", "--seeds", "0", "1", "2", "--status", *base]
+    )
+    assert [row["state"] for row in rows] == ["done", "under way", "not started"]
+    assert (rows[1]["epoch"], rows[1]["batches_done"], rows[1]["batches_per_epoch"]) == (2, 0, 2)
+    assert [row["epochs_done"] for row in rows] == [2.0, 1.0, 0.0]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("capsnet-r1 seed 0: done, test accuracy ")
+    assert lines[1] == "capsnet-r1 seed 1: under way, epoch 2 of 2, 0 of its 2 batches done"
+    assert lines[2] == "capsnet-r1 seed 2: not started"
+    assert lines[3].startswith("1 of 3 runs done; about ") and "(3.0 epochs at " in lines[3]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # nothing trained or written
+    assert not (tmp_path / "study" / "runs" / "capsnet-r1_seed1.json").exists()

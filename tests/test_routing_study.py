@@ -56,3 +56,12 @@ def test_paired_tests_count_the_images_only_one_routing_got_right():
     assert (uniform["test_only_this_right"], uniform["test_only_reference_right"]) == (2, 1)
     assert uniform["test_p_value"] == pytest.approx(mcnemar_p(2, 1))
     assert (uniform["affine_only_this_right"], uniform["affine_only_reference_right"]) == (0, 2)
+
+
+def test_status_of_a_study_not_yet_run_trains_nothing(tmp_path, capsys):
+    found = routing_study.main(["--out", str(tmp_path), "--seeds", "0", "--epochs", "10", "--status"])
+    assert [(row["name"], row["state"]) for row in found["status"]] == [
+        (name, "not started") for name in routing_study.ROUTING_VARIANTS
+    ]
+    assert capsys.readouterr().out.splitlines()[-1] == "0 of 5 runs done"
+    assert list(tmp_path.iterdir()) == []

@@ -39,6 +39,7 @@ from ..pretrained import load_checkpoint
 from ..training.faults import TrainingInterrupted
 from ..training.loop import TrainConfig, fit
 from ..utils import atomic_write, hardware_name, write_json_atomic
+from .status import status_lines, study_status
 from .table1 import PAPER_TEST_ERROR, VARIANTS, Variant
 
 __all__ = [
@@ -325,6 +326,12 @@ def add_run_options(parser: argparse.ArgumentParser, epochs: int, batch_size: in
     parser.add_argument("--val-size", type=int, default=5000, help="the last N training images validate")
     parser.add_argument("--test-limit", type=int, default=None, help="test on the first N images only (smoke tests)")
     parser.add_argument("--no-affine", action="store_true", help="skip the affine test set")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="train nothing: say which runs of this command are done, under way (where they resume) or not "
+        "started, and about how long the rest takes at the pace so far",
+    )
 
 
 def recipe_from(args: argparse.Namespace, **shared) -> TrainConfig:
@@ -367,9 +374,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     out = Path(args.out)
+    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    if args.status:
+        rows = study_status(args.variants, args.seeds, out, checkpoints, args.epochs)
+        print("\n".join(status_lines(rows, args.epochs)))
+        return rows
     recipe = recipe_from(args)
     affine_set = None if args.no_affine else affine_mnist()[0]
-    checkpoints = Path(args.checkpoints) if args.checkpoints else None
     run_variants(args.variants, VARIANTS, args.seeds, recipe, out, affine_set, args.test_limit, checkpoints)
     results = load_results(out)
     rows, pairs = summarize(results), paired_tests(results, PAIRS)

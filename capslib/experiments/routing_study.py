@@ -23,6 +23,7 @@ from ..data.datasets import affine_mnist
 from ..utils import atomic_write, write_json_atomic
 from .ablation import add_run_options, load_results, recipe_from, run_variants, summarize, summary_markdown
 from .ablation import paired_tests as ablation_paired_tests
+from .status import status_lines, study_status
 from .table1 import Variant
 
 __all__ = ["ROUTING_VARIANTS", "REFERENCE", "RECIPE", "paired_tests", "main"]
@@ -73,9 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     out = Path(args.out)
+    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    if args.status:
+        rows = study_status(args.variants, args.seeds, out, checkpoints, args.epochs)
+        print("\n".join(status_lines(rows, args.epochs)))
+        return {"status": rows}
     recipe = recipe_from(args, **RECIPE)
     affine_set = None if args.no_affine else affine_mnist()[0]
-    checkpoints = Path(args.checkpoints) if args.checkpoints else None
     run_variants(args.variants, ROUTING_VARIANTS, args.seeds, recipe, out, affine_set, args.test_limit, checkpoints)
     results = load_results(out)
     rows, pairs = summarize(results, ROUTING_VARIANTS, paper={}), paired_tests(results)

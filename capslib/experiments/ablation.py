@@ -50,6 +50,8 @@ __all__ = [
     "run_variants",
     "load_results",
     "summarize",
+    "mean_plus_minus",
+    "summary_markdown",
     "PAIRS",
     "paired_tests",
     "main",
@@ -270,8 +272,9 @@ def paired_markdown(pairs: list[dict]) -> list[str]:
     return lines
 
 
-def _mean_plus_minus(mean: float, std: float) -> str:
-    """``"1.23 +- 0.04"``; one run has no spread (``"1.23 (one run)"``), no value reads ``"-"``."""
+def mean_plus_minus(mean: float, std: float) -> str:
+    """A row's mean and sample standard deviation as text: ``"1.23 +- 0.04"``; a row of one run has no
+    spread (``"1.23 (one run)"``), a row without the measurement reads ``"-"``."""
     if math.isnan(mean):
         return "-"
     return f"{mean:.2f} (one run)" if math.isnan(std) else f"{mean:.2f} +- {std:.2f}"
@@ -294,8 +297,8 @@ def summary_markdown(
     heads += ["affine test accuracy %"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
-        error = _mean_plus_minus(row["test_error_percent"], row["test_error_std"])
-        affine = _mean_plus_minus(row["affine_accuracy_percent"], row["affine_accuracy_std"])
+        error = mean_plus_minus(row["test_error_percent"], row["test_error_std"])
+        affine = mean_plus_minus(row["affine_accuracy_percent"], row["affine_accuracy_std"])
         cells = [row["variant"], row["runs"], row["test_images"], error]
         cells += [row["paper_test_error_percent"]] if paper else []
         cells += [affine]

@@ -117,6 +117,7 @@ def test_a_finished_run_trained_further_is_the_longer_run(tmp_path):
     assert two["epoch_amp"] == [False, False]
     assert two["val_accuracy_per_epoch"][0] == one["val_accuracy_per_epoch"][0]
     assert two["config"]["epochs"] == 2
+    assert two["wall_seconds"] > one["wall_seconds"] > 0  # the run's wall time counts both commands
 
 
 def test_table_1s_pairs_are_tested_seed_by_seed_on_the_same_images(tmp_path):

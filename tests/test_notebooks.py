@@ -334,3 +334,39 @@ def test_runs_in_fast_mode(path, tmp_path, monkeypatch):
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
     code = "\n".join(cell.source for cell in nb.cells[:-1] if cell.cell_type == "code")
     check_widget_moves(path.stem, printed, code, in_series=path.parent == NOTEBOOK_DIR)
+
+
+def test_table1_findings_follow_the_committed_runs():
+    """Notebook 09's Table 1 at 5 full epochs restates the raw results committed in
+    results/table1/epochs_5 today: every run is in its printed table (mean +- std of each row, each
+    run's errors), every seed's paired p-value is printed, and every percentage, p-value or signed
+    difference its prose states (the markdown from its heading to the next heading, and the
+    summary's Table 1 bullet) is printed by a code cell. A run that lands without the notebook being
+    rerun, or a rerun that changes the numbers, fails here until the notebook and its prose follow."""
+    from capslib.experiments.ablation import PAIRS, load_results, mean_plus_minus, paired_tests, summarize
+
+    nb = read(NOTEBOOK_DIR / "09_does_routing_help.ipynb")
+    printed = outputs_text(nb)
+    results = load_results(ROOT / "results" / "table1" / "epochs_5")
+    assert {r["epochs"] for r in results} == {5}
+    assert f"{len(results)} run{'s' * (len(results) != 1)}, seeds " in printed
+    for row in summarize(results):
+        assert mean_plus_minus(row["test_error_percent"], row["test_error_std"]) in printed, row["variant"]
+    for result in results:
+        assert f"seed {result['seed']}: {result['test_errors']} = " in printed, (result["variant"], result["seed"])
+    for pair in paired_tests(results, PAIRS):
+        assert f"{pair['test_p_value']:7.3f}" in printed and f"{pair['affine_p_value']:7.3f}" in printed
+    start = next(k for k, c in enumerate(nb.cells) if c.cell_type == "markdown" and "5 full epochs" in c.source)
+    prose = []
+    for cell in nb.cells[start + 1 :]:
+        if cell.cell_type == "markdown" and cell.source.startswith("#"):
+            break
+        if cell.cell_type == "markdown":
+            prose.append(cell.source)
+    summary = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Summary"))
+    bullet = next(line for line in summary.splitlines() if "5 full epochs" in line)
+    stated = STATED.findall("\n\n".join(prose) + "\n" + bullet)
+    assert stated, "the Table 1 section states no number: its verdict should quote the measurements"
+    # "5.82%" or "p = 0.627" in prose, 5.82 or 0.627 in a printed table
+    missing = [s for s in stated if s.removeprefix("p = ").rstrip("%") not in printed]
+    assert not missing, f"stated in notebook 09's Table 1 section but printed by none of its cells: {missing}"

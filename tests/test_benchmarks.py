@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import amp_cpu  # noqa: E402
 import ddp_scaling  # noqa: E402
 import perf  # noqa: E402
+import throughput  # noqa: E402
 from reference_impls import PlainCapsNet, plain_loss  # noqa: E402
 
 
@@ -115,3 +116,12 @@ def test_ddp_scaling_times_steps_without_start_up(capsys):
         ddp_scaling.main(["--processes", "3", "--batch-size", "4"])
     with pytest.raises(ValueError, match="two different counts"):
         ddp_scaling.main(["--batches", "2", "2"])
+
+
+def test_throughput_measures_either_model_with_any_routing(capsys):
+    found = throughput.main(["--device", "cpu", "--model", "efficient-capsnet", "--routing", "em", "--batch-size", "4"]
+                            + ["--steps", "1", "--threads", "1"])  # fmt: skip
+    assert found["train"] > 0 and found["inference"] > 0 and found["epoch_seconds"] > 0
+    assert "efficient-capsnet, routing em, batch 4 (fp32): training " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="model_name must be 'capsnet' or 'efficient-capsnet', got 'resnet'"):
+        throughput.measure(torch.device("cpu"), 2, 1, model_name="resnet")

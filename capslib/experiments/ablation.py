@@ -116,7 +116,7 @@ def run_variant(
         "train_seconds": round(sum(record["epoch_seconds"] for record in history), 1),  # every epoch's
         # the run's wall time to its last epoch, validation included, across every stop and resume
         # (train_seconds misses the part of a resumed epoch done before the stop)
-        "wall_seconds": round(history[-1]["elapsed_seconds"], 1) if history else 0.0,
+        "wall_seconds": round(history[-1].get("elapsed_seconds", 0.0), 1) if history else 0.0,
         # per epoch: its seconds (a resumed epoch: its rest only) and machine (a run may span several)
         "epoch_seconds": [round(record["epoch_seconds"], 1) for record in history],
         "epoch_hardware": [record.get("hardware", "unrecorded") for record in history],

@@ -51,8 +51,11 @@ def model_card(name: str = PRETRAINED_NAME) -> dict:
     return json.loads(path.read_text())
 
 
-def read_torch_file(path: str | Path, expected: str):
+def read_torch_file(path: str | Path, expected: str, mmap: bool = False):
     """``torch.load(path, weights_only=True)`` onto the CPU, for every checkpoint capslib reads.
+
+    ``mmap=True`` maps the file instead of reading it: tensors are paged in only when touched, so a
+    caller that wants a checkpoint's position, not its 100 MB of weights, reads almost nothing.
 
     ``weights_only`` loads tensors and plain containers only: a file holding pickled objects is
     refused, since unpickling them could run code.
@@ -67,7 +70,7 @@ def read_torch_file(path: str | Path, expected: str):
         with warnings.catch_warnings():
             # a plain pickle (protocol 4+) warns before it fails: the error below says it better
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError:
         raise
     except Exception as err:

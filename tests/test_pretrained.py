@@ -171,7 +171,9 @@ def _pretrained_copy(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
-@pytest.mark.parametrize("loader", ["load_checkpoint", "load_pretrained", "load_last", "initial_weights"])
+@pytest.mark.parametrize(
+    "loader", ["load_checkpoint", "load_pretrained", "load_last", "load_last_mapped", "initial_weights"]
+)
 def test_a_bad_checkpoint_file_gives_a_value_error_naming_it(tmp_path, monkeypatch, loader, kind):
     """Truncated, noise or pickled code: a ValueError that names the file and what was expected,
     not PyTorch's unpickling message (pickled objects are never loaded: that could run code)."""
@@ -179,9 +181,9 @@ def test_a_bad_checkpoint_file_gives_a_value_error_naming_it(tmp_path, monkeypat
         path = write_bad_file(_pretrained_copy(tmp_path), kind)
         monkeypatch.setenv("CAPSNET_DATA", str(tmp_path))
         load = lambda: capslib.load_pretrained(device="cpu")  # noqa: E731
-    elif loader == "load_last":
+    elif loader.startswith("load_last"):  # mapped: what --status reads
         path = write_bad_file(tmp_path / "last.pt", kind)
-        load = lambda: load_last(tmp_path)  # noqa: E731
+        load = lambda: load_last(tmp_path, mmap=loader == "load_last_mapped")  # noqa: E731
     else:
         path = write_bad_file(tmp_path / "best.pt", kind)
         load = {

@@ -61,7 +61,7 @@ def study_status(names: list[str], seeds: list[int], out: Path, checkpoints: Pat
                     test_accuracy=json.loads(result.read_text())["test_accuracy"],
                 )
             elif (run_dir / "last.pt").exists():
-                checkpoint = load_last(run_dir)
+                checkpoint = load_last(run_dir, mmap=True)  # the position only: no 100 MB read
                 batches = checkpoint["batch_index"]
                 per_epoch = None
                 if history and history[0].get("train_examples"):

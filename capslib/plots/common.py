@@ -15,13 +15,24 @@ and moves them to the CPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ..utils import to_numpy
 
-__all__ = ["DIVERGING", "SEQUENTIAL", "image2d", "panel_grid", "no_ticks", "colourbar_extend", "iteration_axis"]
+__all__ = [
+    "DIVERGING",
+    "SEQUENTIAL",
+    "image2d",
+    "panel_grid",
+    "no_ticks",
+    "colourbar_extend",
+    "iteration_axis",
+    "image_count",
+    "mean_bar",
+]
 
 DIVERGING = "RdBu_r"  # signed values: weights, agreements (red > 0, blue < 0, white = 0)
 SEQUENTIAL = "viridis"  # non-negative values: activations, lengths, coupling coefficients
@@ -73,3 +84,22 @@ def iteration_axis(ax, iteration: int, rounds: int, reference: float, reference_
     ax.set_xlim(0.5, rounds + 0.5)
     ax.set_ylim(0.0, 1.0)
     ax.set_xticks(range(1, rounds + 1))
+
+
+def image_count(counts) -> str:
+    """``"10,000 images"`` for the image counts the runs were measured on (a range if they differ),
+    so an axis says what a smoke or fast-mode run measured, not what a full one would."""
+    counts = sorted({int(c) for c in counts if c is not None})
+    if not counts:
+        return "images"
+    return f"{counts[0]:,} images" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,} images"
+
+
+def mean_bar(ax, x: float, values: Sequence[float], colour: str, width: float) -> None:
+    """A bar at the mean of ``values``, +- one sample standard deviation, every value as a dot."""
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    ax.bar(x, mean, color=colour, alpha=0.35, width=width)
+    ax.errorbar(x, mean, yerr=std, color="black", capsize=4, lw=1)
+    spread = np.linspace(-0.25, 0.25, len(values)) * width if len(values) > 1 else np.zeros(1)
+    ax.plot(x + spread, values, "k.", ms=5)

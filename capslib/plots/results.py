@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Patch
 
 from ..experiments.table1 import PAPER_TEST_ERROR, VARIANTS
 from ..utils import to_numpy as _np
-from .common import panel_grid
+from .common import image_count, mean_bar, panel_grid
 
 __all__ = ["plot_training_curves", "plot_confusion_matrix", "plot_mistakes", "plot_ablation"]
 
@@ -166,7 +165,7 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
         colour = "tab:orange" if name.startswith("cnn") else "tab:blue"
         runs = [r for r in results if r["variant"] == name]
         if runs:
-            _mean_bar(errors, i - 0.2, [100 * (1 - r["test_accuracy"]) for r in runs], colour, 0.38)
+            mean_bar(errors, i - 0.2, [100 * (1 - r["test_accuracy"]) for r in runs], colour, 0.38)
         if name in PAPER_TEST_ERROR:
             text = PAPER_TEST_ERROR[name]
             errors.bar(i + 0.2, _paper_mean(text), color=colour, alpha=0.8, width=0.38, hatch="//", ec="black")
@@ -176,11 +175,11 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
         runs = [r for r in results if r["variant"] == name and r.get("affine_accuracy") is not None]
         values = [100 * r["affine_accuracy"] for r in runs]
         if values:
-            _mean_bar(affine, i, values, colour, 0.6)
+            mean_bar(affine, i, values, colour, 0.6)
     # One y axis for both: the paper's errors are a twentieth of ours, and they should look it.
     errors.set_xticks(range(len(slots)), slots, rotation=30, ha="right")
     errors.set_ylim(bottom=0)
-    tested = _images(r.get("test_images") for r in results)
+    tested = image_count(r.get("test_images") for r in results)
     errors.set(ylabel=f"MNIST test error % ({tested})")
     errors.set_title(f"Test error, ours ({budget or 'our budget'}) and the paper's, on one axis", fontsize=10)
     errors.legend(
@@ -194,22 +193,3 @@ def plot_ablation(results: Sequence[dict], axes=None, budget: str = ""):
     affine.set_title(f"Affine test set accuracy here{': ' + budget if budget else ''}", fontsize=10)
     errors.figure.tight_layout()
     return axes
-
-
-def _images(counts) -> str:
-    """``"10,000 images"`` for the image counts the runs were measured on (a range if they differ),
-    so an axis says what a smoke or fast-mode run measured, not what a full one would."""
-    counts = sorted({int(c) for c in counts if c is not None})
-    if not counts:
-        return "images"
-    return f"{counts[0]:,} images" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,} images"
-
-
-def _mean_bar(ax, x: float, values: Sequence[float], colour: str, width: float) -> None:
-    """A bar at the mean of ``values``, +- one sample standard deviation, every value as a dot."""
-    mean = float(np.mean(values))
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    ax.bar(x, mean, color=colour, alpha=0.35, width=width)
-    ax.errorbar(x, mean, yerr=std, color="black", capsize=4, lw=1)
-    spread = np.linspace(-0.25, 0.25, len(values)) * width if len(values) > 1 else np.zeros(1)
-    ax.plot(x + spread, values, "k.", ms=5)

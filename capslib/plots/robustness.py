@@ -16,7 +16,7 @@ import torch
 from ..data.affine import AffineParameters, affine_transform
 from ..functional import class_scores
 from ..utils import eval_mode
-from .results import _images
+from .common import image_count
 
 __all__ = ["CURVE_LABELS", "plot_robustness_curves", "transformed_view", "plot_transformed_digit"]
 
@@ -59,7 +59,7 @@ def plot_robustness_curves(result: dict, axes=None, parts: Sequence[str] | None 
             ax.plot(amounts, accuracy, marker=marker, color=colour, label=label, ms=4)
         ax.set_ylim(0, 100)
         ax.set_xlabel(CURVE_LABELS.get(part, part))
-        ax.set_ylabel(f"test accuracy % ({_images([result.get('test_images')])})")
+        ax.set_ylabel(f"test accuracy % ({image_count([result.get('test_images')])})")
         ax.grid(alpha=0.3)
         ax.set_title(f"Accuracy vs {CURVE_LABELS.get(part, part).split(' (')[0]}", fontsize=10)
     axes[0].legend(loc="lower center")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from .results import _images, _mean_bar
+from .common import image_count, mean_bar
 
 __all__ = ["plot_validation_curves", "plot_study"]
 
@@ -62,7 +62,7 @@ def plot_validation_curves(results: Sequence[dict], variants: Sequence[str] | No
             marker = MARKERS[run["seed"] % len(MARKERS)]
             ax.plot(range(1, len(errors) + 1), errors, color=colour, marker=marker, ms=3, lw=1, alpha=0.8, label=label)
     ax.set_ylim(bottom=0)
-    validated = _images(r.get("config", {}).get("val_size") for r in results if r["variant"] in names)
+    validated = image_count(r.get("config", {}).get("val_size") for r in results if r["variant"] in names)
     ax.set(xlabel="epoch", ylabel=f"validation error % ({validated})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_title(title or "Every run's validation error (markers: seeds)", fontsize=10)
@@ -90,12 +90,12 @@ def plot_study(results: Sequence[dict], variants: Sequence[str] | None = None, b
     errors, affine = axes
     for i, (colour, name) in enumerate(zip(COLOURS * 3, names, strict=False)):
         runs = [r for r in results if r["variant"] == name]
-        _mean_bar(errors, i, [100 * (1 - r["test_accuracy"]) for r in runs], colour, 0.6)
+        mean_bar(errors, i, [100 * (1 - r["test_accuracy"]) for r in runs], colour, 0.6)
         measured = [100 * r["affine_accuracy"] for r in runs if r.get("affine_accuracy") is not None]
         if measured:
-            _mean_bar(affine, i, measured, colour, 0.6)
+            mean_bar(affine, i, measured, colour, 0.6)
     suffix = f" ({budget})" if budget else ""
-    tested = _images(r.get("test_images") for r in results if r["variant"] in names)
+    tested = image_count(r.get("test_images") for r in results if r["variant"] in names)
     for ax, label, title in (
         (errors, f"MNIST test error % ({tested})", "Test error, every run a dot"),
         (affine, f"affine test accuracy % ({tested})", "Affine test set, every run a dot"),

@@ -210,8 +210,9 @@ def save_run(run: RunState, config, out_dir: Path, best: bool = False) -> None:
 RESUME_KEYS = ("model", "optimizer", "scheduler", "config", "epoch", "batch_index", "history", "best_val_accuracy")
 
 
-def load_last(out_dir: Path) -> dict:
-    """The checkpoint ``<out_dir>/last.pt`` (tensors on the CPU), to resume from.
+def load_last(out_dir: Path, mmap: bool = False) -> dict:
+    """The checkpoint ``<out_dir>/last.pt`` (tensors on the CPU), to resume from; ``mmap=True`` maps
+    the file rather than reading it (for a caller that only wants the position, e.g. ``--status``).
 
     Raises:
         FileNotFoundError: naming the path, when there is none (a typo in ``--out``?).
@@ -224,7 +225,7 @@ def load_last(out_dir: Path) -> dict:
             "To start a new run there, leave out --resume (resume=True)."
         )
     expected = "a capslib training checkpoint (the last.pt that python -m capslib.train writes)"
-    checkpoint = read_torch_file(path, expected)
+    checkpoint = read_torch_file(path, expected, mmap=mmap)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} is not {expected}: it holds a {type(checkpoint).__name__}, not a dict")
     missing = [key for key in RESUME_KEYS if key not in checkpoint]

@@ -37,7 +37,10 @@ def test_every_run_is_a_curve_in_its_variants_colour():
     assert list(r3.get_xdata()) == [1, 2, 3]
     assert r3.get_ydata()[-1] == pytest.approx(0.4)
     assert ax.get_ylim()[0] == 0
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["capsnet-r3-recon", "capsnet-r1-recon"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["capsnet-r3-recon", "capsnet-r1-recon", "seed 0", "seed 1"]  # colours, then markers
+    assert r1_seed0.get_marker() == r3.get_marker() != r1_seed1.get_marker()  # one marker per seed
+    assert len(ax.get_lines()) == 3  # the seed legend's entries are not lines of the plot
     plt.close("all")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from .common import image_count, mean_bar
@@ -60,14 +61,21 @@ def plot_validation_curves(results: Sequence[dict], variants: Sequence[str] | No
             errors = [100 * (1 - a) for a in curve]
             label = name if i == 0 else None
             marker = MARKERS[run["seed"] % len(MARKERS)]
-            ax.plot(range(1, len(errors) + 1), errors, color=colour, marker=marker, ms=3, lw=1, alpha=0.8, label=label)
+            ax.plot(range(1, len(errors) + 1), errors, color=colour, marker=marker, ms=4, lw=1, alpha=0.8, label=label)
     ax.set_ylim(bottom=0)
+    # The legend names the colours (variants) and then the markers (seeds), in grey: not extra lines.
+    handles, labels = ax.get_legend_handles_labels()
+    seeds = sorted({r["seed"] for r in results if r["variant"] in names})
+    for seed in seeds if len(seeds) > 1 else ():
+        marker = MARKERS[seed % len(MARKERS)]
+        handles.append(Line2D([], [], color="gray", marker=marker, ms=4, lw=0))
+        labels.append(f"seed {seed}")
     validated = image_count(r.get("config", {}).get("val_size") for r in results if r["variant"] in names)
     ax.set(xlabel="epoch", ylabel=f"validation error % ({validated})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_title(title or "Every run's validation error (markers: seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(handles, labels, fontsize=8)
     return ax
 
 

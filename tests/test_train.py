@@ -808,3 +808,17 @@ def test_a_mid_epoch_checkpoint_of_an_earlier_version_resumes_its_sums():
     totals, bad_step = EpochSums(carried, torch.device("cpu")).read()
     assert totals == {"loss": 3.0, "classification": 2.0, "reconstruction": 100.0, "correct": 5, "seen": 10}
     assert bad_step is None and "margin" in carried  # the checkpoint's dict is left as it was
+
+
+def test_a_run_stopped_in_its_first_epoch_says_how_many_batches_an_epoch_has(tiny_data, tmp_path):
+    """last.pt records the epoch's batch count, so ``--status`` can place a run stopped before any
+    epoch finished (before, it counted as 0 epochs done: no history to read the count from)."""
+    from capslib.experiments.status import status_lines, study_status
+
+    run_dir = tmp_path / "checkpoints" / "capsnet-r1_seed0"
+    fit(tiny_model(), *tiny_data, tiny_config(run_dir, stop_after_batches=3))  # 120 images, batches of 20
+    assert torch.load(run_dir / "last.pt", weights_only=True)["batches_per_epoch"] == 6
+    (row,) = study_status(["capsnet-r1"], [0], tmp_path / "study", tmp_path / "checkpoints", epochs=2)
+    assert (row["state"], row["epoch"], row["batches_done"], row["batches_per_epoch"]) == ("under way", 1, 3, 6)
+    assert row["epochs_done"] == pytest.approx(0.5)
+    assert status_lines([row], 2)[0] == "capsnet-r1 seed 0: under way, epoch 1 of 2, 3 of its 6 batches done"

@@ -40,8 +40,8 @@ def study_status(names: list[str], seeds: list[int], out: Path, checkpoints: Pat
         ``epochs_done`` (whole epochs, a float with the part of the epoch in progress),
         ``seconds_per_epoch`` (the run's wall time per whole epoch so far, validation included, or
         None), and for a finished run ``test_accuracy``, for one under way ``epoch`` (1-based, the
-        epoch it resumes in), ``batches_done`` (of that epoch) and ``batches_per_epoch`` (None before
-        its first epoch is done).
+        epoch it resumes in), ``batches_done`` (of that epoch) and ``batches_per_epoch`` (None only for
+        a ``last.pt`` written before checkpoints recorded it, stopped in its first epoch).
     """
     folder = Path(checkpoints) if checkpoints else Path(out) / "checkpoints"
     rows = []
@@ -63,8 +63,8 @@ def study_status(names: list[str], seeds: list[int], out: Path, checkpoints: Pat
             elif (run_dir / "last.pt").exists():
                 checkpoint = load_last(run_dir, mmap=True)  # the position only: no 100 MB read
                 batches = checkpoint["batch_index"]
-                per_epoch = None
-                if history and history[0].get("train_examples"):
+                per_epoch = checkpoint.get("batches_per_epoch")  # None in a last.pt written before it was saved
+                if per_epoch is None and history and history[0].get("train_examples"):
                     per_epoch = -(-history[0]["train_examples"] // checkpoint["config"]["batch_size"])  # ceil
                 row.update(
                     state="under way", epoch=checkpoint["epoch"] + 1, batches_done=batches, batches_per_epoch=per_epoch

@@ -65,6 +65,7 @@ class RunState:
     partial_epoch: dict = field(default_factory=dict)  # mid-epoch: the epoch's sums so far
     best_val_accuracy: float = -1.0  # below any accuracy: the first epoch is the best so far
     best_epoch: int = -1  # 1-based epoch of best_val_accuracy
+    batches_per_epoch: int | None = None  # this process's batches an epoch (for --status), once known
     elapsed_before: float = 0.0  # seconds of training before this call (a resumed run's earlier calls)
     started: float = field(default_factory=time.monotonic)  # when this call started training
 
@@ -135,6 +136,7 @@ def to_checkpoint(run: RunState, config) -> dict:
         "history": run.history,
         "best_val_accuracy": run.best_val_accuracy,
         "best_epoch": run.best_epoch,
+        "batches_per_epoch": run.batches_per_epoch,
         "elapsed_seconds": run.elapsed_before + time.monotonic() - run.started,
         "torch_version": str(torch.__version__),
     }

@@ -118,6 +118,7 @@ def _fit(model, train_set, val_set, config: TrainConfig, resume: bool, world: Wo
     data = load_data(train_set, val_set, config, getattr(model, "num_classes", None), device)
     source = BatchSource(data, config, world, device)
     run = start_run(model, config, checkpoint)
+    run.batches_per_epoch = source.num_batches
     if world.rank > 0:  # the saved sums are all processes' (rank 0 saved them); they count once
         run.partial_epoch = {}
     if checkpoint is not None and world.is_main:
